@@ -1,0 +1,309 @@
+"""MultiMix and Dense MultiMix interpolation, and the pairwise baselines, as pure functions.
+
+Notation follows the paper (SPEC §1): b examples in a mini-batch, tuples of m of them, n interpolated examples,
+Dirichlet concentration alpha, embeddings of width d at r spatial positions, c classes. Every function here is
+pure and jit-able, holds no state and needs only jax. Shapes (b, m, n, r, ...) are static Python ints; `alpha`
+may be traced (drawn per step inside a jitted step).
+
+Because a linear classifier is affine and every interpolation row sums to one, interpolating logits equals
+classifying interpolated embeddings (SPEC §2): pass logits as `Z` to mix at the cost of O(n·b·c).
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = Any
+
+CONFIDENCE_KINDS = ('gap', 'gap_relu', 'cam', 'uniform')
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _check_int(name, value, *, low=1, high=None, high_name=None):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f'{name} must be a Python int (it fixes a shape), got {value!r} of type {type(value).__name__}.')
+  if value < low or (high is not None and value > high):
+    bound = f'in [{low}, {high}] ({high_name} = {high})' if high is not None else f'>= {low}'
+    raise ValueError(f'{name} must be {bound}, got {name} = {value}.')
+
+
+def _check_alpha(alpha):
+  if jnp.ndim(alpha) != 0:
+    raise ValueError(f'alpha must be a scalar, got shape {jnp.shape(alpha)}.')
+  try:
+    value = float(alpha)
+  except jax.errors.ConcretizationTypeError:
+    return  # traced: checked where it is drawn (the trainer's config validation)
+  if not value > 0:
+    raise ValueError(f'alpha must be > 0 (the Dirichlet/Beta concentration), got alpha = {value}.')
+
+
+def _check_rank(name, x, rank, layout):
+  if jnp.ndim(x) != rank:
+    raise ValueError(f'{name} must have shape {layout}, got shape {jnp.shape(x)}.')
+
+
+def _check_batch(**arrays):
+  sizes = {name: jnp.shape(x)[0] for name, x in arrays.items()}
+  if len(set(sizes.values())) != 1:
+    seen = ', '.join(f'{name}.shape = {jnp.shape(x)}' for name, x in arrays.items())
+    raise ValueError(f'{" and ".join(arrays)} must share their leading batch size b; got {seen}.')
+
+
+def _check_targets(Y):
+  if jnp.ndim(Y) != 2:
+    raise ValueError(f'Y must be one-hot or soft targets of shape (b, c), got shape {jnp.shape(Y)} '
+                     '(for integer labels pass jax.nn.one_hot(labels, c)).')
+
+
+# ------------------------------------------------------------------------------------------- Dirichlet
+
+
+def log_gamma(key, alpha, shape):
+  """log X with X ~ Gamma(alpha, 1) i.i.d., float32 of `shape`; `alpha` > 0 a scalar, possibly traced.
+
+  Exact: Marsaglia & Tsang's (2000) rejection sampler on shape alpha + 1, boosted to alpha by
+  Gamma(alpha) = Gamma(alpha + 1) · U^(1/alpha), kept in log space so that the tiny draws of small alpha do not
+  underflow. Rejection is vectorised over the whole array with one key per round: the first round is accepted for
+  over 95% of the elements whatever alpha, and the loop repeats only for the rest, so the cost is a few uniform and
+  normal draws per element (jax.random.gamma splits a key and loops per element).
+  """
+  alpha = jnp.asarray(alpha, jnp.float32)
+  d = alpha + 2.0 / 3.0  # Marsaglia–Tsang on shape alpha + 1: d = (alpha + 1) - 1/3
+  c = jax.lax.rsqrt(9.0 * d)
+  key_boost, key_first, key_loop = jax.random.split(key, 3)
+
+  def propose(k):
+    k_normal, k_uniform = jax.random.split(k)
+    x = jax.random.normal(k_normal, shape)
+    v = (1.0 + c * x)**3
+    log_v = jnp.log(jnp.where(v > 0, v, 1.0))
+    log_u = -jax.random.exponential(k_uniform, shape)  # log U, U ~ Uniform(0, 1]
+    accepted = (v > 0) & (log_u < 0.5 * x * x + d - d * v + d * log_v)
+    return accepted, jnp.log(d) + log_v
+
+  def body(state):
+    k, value, done = state
+    k, k_round = jax.random.split(k)
+    accepted, proposal = propose(k_round)
+    return k, jnp.where(done, value, proposal), done | accepted
+
+  accepted, proposal = propose(key_first)
+  _, log_x, _ = jax.lax.while_loop(lambda s: ~jnp.all(s[2]), body, (key_loop, proposal, accepted))
+  return log_x - jax.random.exponential(key_boost, shape) / alpha  # + log U / alpha
+
+
+def sample_weights(key, b, m, alpha, *, n=1000):
+  """Draws the interpolation matrix Λ of MultiMix (SPEC §2).
+
+  Args:
+    key: PRNG key.
+    b: batch size (static int).
+    m: tuple length, 1 <= m <= b (static int); m = b mixes the whole batch in every row.
+    alpha: Dirichlet concentration > 0, scalar; may be traced.
+    n: number of interpolated examples (rows), >= 1 (static int).
+
+  Returns:
+    float32 (n, b): each row is zero outside m positions chosen uniformly at random without replacement, and
+    holds a Dirichlet(alpha · 1_m) draw on them: non-negative, sums to 1.
+  """
+  _check_int('b', b)
+  _check_int('n', n)
+  _check_int('m', m, high=b, high_name='b')
+  _check_alpha(alpha)
+  return _sample_weights(key, alpha, b=b, m=m, n=n)
+
+
+@functools.partial(jax.jit, static_argnames=('b', 'm', 'n'))
+def _sample_weights(key, alpha, *, b, m, n):
+  key_support, key_gamma = jax.random.split(key)
+  # Normalised Gamma(alpha) draws are Dirichlet(alpha); the softmax of their logs normalises without underflow.
+  lam = jax.nn.softmax(log_gamma(key_gamma, alpha, (n, m)), axis=-1)
+  if m == b:  # the symmetric Dirichlet is exchangeable: no support to choose
+    return lam
+  # The top m of b i.i.d. uniforms are a uniformly random m-subset.
+  _, support = jax.lax.top_k(jax.random.uniform(key_support, (n, b)), m)
+  return jnp.zeros((n, b), lam.dtype).at[jnp.arange(n)[:, None], support].set(lam)
+
+
+# ------------------------------------------------------------------------------------------- MultiMix
+
+
+def _float(x):
+  return jnp.asarray(x, jnp.promote_types(jnp.result_type(x), jnp.float32))
+
+
+def sample_interpolation(key, Z, Y, m, alpha, *, n=1000):
+  """MultiMix: n interpolations of tuples of m examples of the batch (SPEC §2).
+
+  Args:
+    key: PRNG key.
+    Z: (b, ...) embeddings (b, d), or any per-example array such as logits (b, c) — see the linear-head identity
+      in the module docstring.
+    Y: (b, c) one-hot or soft targets.
+    m: tuple length, 1 <= m <= b.
+    alpha: Dirichlet concentration > 0; may be traced.
+    n: number of interpolated examples.
+
+  Returns:
+    (Z̃, Ỹ) = (Λ Z, Λ Y) of shapes (n, ...) and (n, c), at least float32, with Λ from `sample_weights`.
+  """
+  if jnp.ndim(Z) < 2:
+    raise ValueError(f'Z must have shape (b, d) or (b, ...), got shape {jnp.shape(Z)}.')
+  _check_targets(Y)
+  _check_batch(Z=Z, Y=Y)
+  weights = sample_weights(key, Z.shape[0], m, alpha, n=n)
+  return jnp.tensordot(weights, _float(Z), axes=1), weights @ _float(Y)
+
+
+# ------------------------------------------------------------------------------------- Dense MultiMix
+
+
+def confidence_map(Z, kind='gap', *, logits=None, labels=None):
+  """Confidence A of each spatial position of each example (SPEC §3), with stop-gradient.
+
+  Args:
+    Z: (b, r, d) feature map before pooling.
+    kind: 'gap' — softmax over positions of <z_ij, mean_j z_ij> / sqrt(d); 'gap_relu' — ReLU of the same scores,
+      l1-normalised (uniform where all are zero); 'cam' — softmax over positions of the dense logit of the
+      example's class; 'uniform' — 1/r.
+    logits: (b, r, c) dense logits, for 'cam'.
+    labels: for 'cam': (b,) integer classes, or (b, c) one-hot/soft targets (then the target-weighted logit).
+
+  Returns:
+    float32 (b, r): non-negative, rows sum to 1, no gradient.
+  """
+  if kind not in CONFIDENCE_KINDS:
+    raise ValueError(f'kind must be one of {CONFIDENCE_KINDS}, got {kind!r}.')
+  _check_rank('Z', Z, 3, '(b, r, d)')
+  b, r, d = Z.shape
+  Z = jax.lax.stop_gradient(_float(Z))
+  if kind == 'uniform':
+    return jnp.full((b, r), 1.0 / r, jnp.float32)
+  if kind == 'cam':
+    if logits is None or labels is None:
+      raise ValueError("kind='cam' needs the dense logits (b, r, c) and the labels.")
+    _check_rank('logits', logits, 3, '(b, r, c)')
+    if jnp.shape(logits)[:2] != (b, r):
+      raise ValueError(f'logits must have shape (b, r, c) = ({b}, {r}, c), got {jnp.shape(logits)}.')
+    logits = jax.lax.stop_gradient(_float(logits))
+    if jnp.ndim(labels) == 1:
+      scores = jnp.take_along_axis(logits, labels[:, None, None].astype(jnp.int32), axis=2)[..., 0]
+    else:
+      scores = jnp.einsum('brc,bc->br', logits, _float(labels))
+    return jax.nn.softmax(scores, axis=1)
+  scores = jnp.einsum('brd,bd->br', Z, Z.mean(axis=1)) / np.sqrt(d)
+  if kind == 'gap':
+    return jax.nn.softmax(scores, axis=1)
+  scores = jax.nn.relu(scores)
+  total = scores.sum(axis=1, keepdims=True)
+  return jnp.where(total > 0, scores / jnp.where(total > 0, total, 1.0), 1.0 / r)
+
+
+def dense_weights(weights, A):
+  """Confidence-weighted interpolation weights, renormalised over examples at each position (SPEC §3).
+
+  w_kij = Λ_ki A_ij / Σ_i' Λ_ki' A_i'j. Where the tuple of row k has no confidence at position j (the
+  denominator is zero) the weights fall back to Λ_k, so every (k, j) stays on the simplex.
+
+  Args:
+    weights: (n, b) interpolation matrix Λ (rows on the simplex).
+    A: (b, r) confidence map (non-negative).
+
+  Returns:
+    float32 (n, b, r): non-negative, sums to 1 over b.
+  """
+  _check_rank('weights', weights, 2, '(n, b)')
+  _check_rank('A', A, 2, '(b, r)')
+  if weights.shape[1] != A.shape[0]:
+    raise ValueError(f'weights (n, b) and A (b, r) must share b; got weights.shape = {weights.shape}, '
+                     f'A.shape = {A.shape}.')
+  weights, A = _float(weights), jax.lax.stop_gradient(_float(A))
+  joint = weights[:, :, None] * A[None]
+  total = joint.sum(axis=1, keepdims=True)
+  return jnp.where(total > 0, joint / jnp.where(total > 0, total, 1.0), weights[:, :, None])
+
+
+def sample_dense_interpolation(key, Z, Y, A, m, alpha, *, n=1000):
+  """Dense MultiMix: n interpolations at every one of r positions, weighted by confidence (SPEC §3).
+
+  Args:
+    key: PRNG key.
+    Z: (b, r, d) feature map before pooling, or dense logits (b, r, c) (linear-head identity per position).
+    Y: (b, c) targets; position j of example i inherits y_i.
+    A: (b, r) confidence map, e.g. from `confidence_map`.
+    m: tuple length, 1 <= m <= b.
+    alpha: Dirichlet concentration > 0; may be traced.
+    n: number of interpolated examples.
+
+  Returns:
+    (Z̃, Ỹ) of shapes (n, r, d) and (n, r, c): z̃_kj = Σ_i w_kij z_ij, ỹ_kj = Σ_i w_kij y_i.
+  """
+  _check_rank('Z', Z, 3, '(b, r, d)')
+  _check_targets(Y)
+  _check_rank('A', A, 2, '(b, r)')
+  _check_batch(Z=Z, Y=Y, A=A)
+  if A.shape[1] != Z.shape[1]:
+    raise ValueError(f'A must have shape (b, r) = {Z.shape[:2]} to match Z {Z.shape}, got {A.shape}.')
+  w = dense_weights(sample_weights(key, Z.shape[0], m, alpha, n=n), A)
+  return jnp.einsum('nbr,brd->nrd', w, _float(Z)), jnp.einsum('nbr,bc->nrc', w, _float(Y))
+
+
+# ------------------------------------------------------------------------------------ pairwise baselines
+
+
+def sample_pairing(key, b, alpha):
+  """Partner permutation and mixing coefficient of pairwise mixup: (perm int32 (b,), lam ~ Beta(alpha, alpha))."""
+  _check_int('b', b)
+  _check_alpha(alpha)
+  key_perm, key_lam = jax.random.split(key)
+  return jax.random.permutation(key_perm, b), jax.random.beta(key_lam, alpha, alpha)
+
+
+def mix_pair(x, perm, lam):
+  """lam · x + (1 − lam) · x[perm] for x of shape (b, ...): the hidden-state mixing of manifold mixup.
+
+  Apply it with the same (perm, lam) to a hidden state and to the targets (b, c).
+  """
+  lam = jnp.asarray(lam, x.dtype)
+  return lam * x + (1 - lam) * x[perm]
+
+
+def input_mixup(key, x, y, alpha):
+  """Input mixup (Zhang et al. 2018): x (b, ...) and targets y (b, c) mixed with a random partner.
+
+  Returns (x̃, ỹ) with one lam ~ Beta(alpha, alpha) for the batch.
+  """
+  _check_targets(y)
+  _check_batch(x=x, y=y)
+  perm, lam = sample_pairing(key, x.shape[0], alpha)
+  return mix_pair(x, perm, lam), mix_pair(_float(y), perm, lam)
+
+
+def cutmix(key, x, y, alpha):
+  """CutMix (Yun et al. 2019) on images x (b, H, W, C) and targets y (b, c).
+
+  A box of area about (1 − lam) · H · W, lam ~ Beta(alpha, alpha), centred uniformly and clipped to the image, is
+  pasted from a random partner; the targets are mixed with lam corrected to the exact pasted area.
+  """
+  _check_rank('x', x, 4, '(b, H, W, C)')
+  _check_targets(y)
+  _check_batch(x=x, y=y)
+  b, height, width, _ = x.shape
+  key_pair, key_y, key_x = jax.random.split(key, 3)
+  perm, lam = sample_pairing(key_pair, b, alpha)
+  cut = jnp.sqrt(1.0 - lam)
+  half_h = jnp.floor(height * cut).astype(jnp.int32) // 2
+  half_w = jnp.floor(width * cut).astype(jnp.int32) // 2
+  cy = jax.random.randint(key_y, (), 0, height)
+  cx = jax.random.randint(key_x, (), 0, width)
+  rows = jnp.arange(height)[:, None]
+  cols = jnp.arange(width)[None, :]
+  box = ((rows >= cy - half_h) & (rows < cy + half_h) & (cols >= cx - half_w) & (cols < cx + half_w))
+  lam = 1.0 - box.sum() / (height * width)
+  return jnp.where(box[None, :, :, None], x[perm], x), mix_pair(_float(y), perm, lam)

@@ -1,0 +1,36 @@
+"""multimix_jax: MultiMix and Dense MultiMix (NeurIPS 2023) in JAX/Flax."""
+
+import setuptools
+
+# Ranges checked to resolve together on Python 3.11 and 3.12 (see .ci/run).
+INSTALL_REQUIRES = [
+    'jax>=0.7,<0.12',
+    'flax>=0.11,<0.13',
+    'optax>=0.2.5,<0.3',
+    'orbax-checkpoint>=0.11,<0.13',
+    'ml-collections>=1.0,<2',
+    'clu>=0.0.12,<0.1',
+    'tensorboard>=2.16,<3',  # clu's TensorBoard writer
+    'tensorflow-datasets>=4.9.7,<5',
+    'tensorflow-cpu>=2.16,<3',  # input pipeline only; the model never runs in TensorFlow
+    'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
+    'numpy>=1.26',
+]
+
+setuptools.setup(
+    name='multimix_jax',
+    version='0.1.0',
+    description='MultiMix and Dense MultiMix (NeurIPS 2023) for TPUs and GPUs in JAX/Flax',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['multimix_jax', 'multimix_jax.*']),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        'test': ['pytest>=8', 'scipy>=1.11'],
+        'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
+        'cuda13': ['jax[cuda13]'],
+        'tpu': ['jax[tpu]'],
+    },
+)
