@@ -1,0 +1,31 @@
+"""The model zoo: the backbones of the paper's experiments, each with a linear head.
+
+Every model is a Linen module `Model(num_classes, dtype=float32, bn_axis_name=None)` called as
+`model.apply(variables, x, train=..., dense=False, mix_stage=None, mix_fn=None)` on images x (b, H, W, C) and
+returning `(features, logits)`: features (b, h, w, d) the last map before global average pooling, in `dtype`;
+float32 logits (b, c) of the pooled features, or (b, h, w, c) with the same head at every position when
+`dense=True`. `mix_stage = k` replaces the hidden state after stage k (0: the input) by `mix_fn` of it
+(manifold mixup). Parameters are float32 whatever `dtype`; `bn_axis_name` syncs BatchNorm statistics.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from multimix_jax.models.preact_resnet import PreActResNet18
+from multimix_jax.models.resnet import ResNet50
+from multimix_jax.models.small_cnn import SmallCNN
+from multimix_jax.models.wide_resnet import WRN16_8
+
+MODELS: dict[str, type[nn.Module]] = {
+    'small_cnn': SmallCNN,
+    'preact_resnet18': PreActResNet18,
+    'wrn16_8': WRN16_8,
+    'resnet50': ResNet50,
+}
+
+
+def create_model(name: str, *, num_classes: int, dtype=jnp.float32, bn_axis_name: str | None = None) -> nn.Module:
+  """The model registered as `name`, with `num_classes` outputs, compute `dtype` and BN `bn_axis_name`."""
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}.')
+  return MODELS[name](num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name)

@@ -1,0 +1,51 @@
+"""What every model shares: PyTorch-default BatchNorm, the linear head, and the manifold-mixup hook.
+
+Shapes: x (b, H, W, C) images; features (b, h, w, d) the last map before pooling; logits (b, c) pooled or
+(b, h, w, c) dense.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Array = Any
+ModuleDef = Any
+
+# PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a = sqrt(5)): U(±1/sqrt(fan_in)).
+torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def batch_norm(train: bool, dtype: Any, axis_name: str | None) -> ModuleDef:
+  """nn.BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5); scale 1, bias 0.
+
+  Statistics are reduced in float32 whatever `dtype`; `axis_name` syncs them across devices.
+  """
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name)
+
+
+def head(num_classes: int) -> nn.Dense:
+  """The linear classifier, in float32 so that pooled and dense logits agree to float32 precision."""
+  return nn.Dense(num_classes, dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=torch_default_init,
+                  name='head')
+
+
+def classify(head_module: nn.Dense, features: Array, dense: bool) -> Array:
+  """features (b, h, w, d) -> float32 logits: (b, c) of the pooled map, or (b, h, w, c) at every position.
+
+  The head is affine, so the mean over positions of the dense logits equals the pooled logits.
+  """
+  features = features.astype(jnp.float32)
+  return head_module(features if dense else features.mean(axis=(1, 2)))
+
+
+def check_mix(mix_stage: int | None, mix_fn: Callable[[Array], Array] | None, num_stages: int) -> None:
+  """mix_stage must be a static int in [0, num_stages] (0 = input image, k = after stage k) with a mix_fn."""
+  if mix_stage is None:
+    return
+  if isinstance(mix_stage, bool) or not isinstance(mix_stage, int) or not 0 <= mix_stage <= num_stages:
+    raise ValueError(f'mix_stage must be None or a Python int in [0, {num_stages}], got {mix_stage!r}.')
+  if mix_fn is None:
+    raise ValueError(f'mix_stage = {mix_stage} needs a mix_fn.')

@@ -1,0 +1,65 @@
+"""PreActResNet-18 for 32×32 and 64×64 images, as in the AlignMixup / Manifold Mixup PyTorch code.
+
+3×3 stem conv (64) + BN + ReLU, four stages of two pre-activation basic blocks (64, 128, 256, 512; strides
+1, 2, 2, 2), no BN after the last stage. 11,171,274 parameters with 10 classes, 11,217,444 with 100.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from multimix_jax.models import common
+
+STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (width, stride of the first block)
+BLOCKS_PER_STAGE = 2
+
+
+class PreActBlock(nn.Module):
+  """BN-ReLU-conv3×3(stride)-BN-ReLU-conv3×3, plus the input, or a 1×1 conv (no BN) of the pre-activated input
+  when the shape changes. (b, h, w, c_in) -> (b, h/stride, w/stride, features)."""
+  features: int
+  strides: int
+  norm: common.ModuleDef
+  conv: common.ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    out = nn.relu(self.norm(name='bn1')(x))
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = self.conv(self.features, (1, 1), self.strides, padding=0, name='shortcut')(out)
+    else:
+      shortcut = x
+    out = self.conv(self.features, (3, 3), self.strides, name='conv1')(out)
+    out = self.conv(self.features, (3, 3), name='conv2')(nn.relu(self.norm(name='bn2')(out)))
+    return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+  """PreActResNet-18; features are the raw output of stage 4: (b, H/8, W/8, 512), 4×4 on 32×32 inputs."""
+  num_classes: int
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, dense: bool = False, mix_stage: int | None = None, mix_fn=None):
+    """x (b, H, W, C) -> (features (b, H/8, W/8, 512) in dtype, float32 logits (b, c) or dense (b, h, w, c)).
+
+    mix_stage k in {0, ..., 4} replaces the hidden state after stage k (0: the input image; the stem belongs
+    to stage 1) by mix_fn of it.
+    """
+    common.check_mix(mix_stage, mix_fn, len(STAGES))
+    norm = common.batch_norm(train, self.dtype, self.bn_axis_name)
+    # PyTorch's padding (1 for 3×3, 0 for the 1×1 shortcut), no bias, PyTorch's default init.
+    conv = functools.partial(nn.Conv, padding=1, use_bias=False, dtype=self.dtype,
+                             kernel_init=common.torch_default_init)
+    h = mix_fn(x) if mix_stage == 0 else x
+    h = conv(64, (3, 3), name='stem_conv')(h.astype(self.dtype))
+    h = nn.relu(norm(name='stem_bn')(h))
+    for i, (width, strides) in enumerate(STAGES, 1):
+      for j in range(BLOCKS_PER_STAGE):
+        h = PreActBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')(h)
+      h = mix_fn(h) if mix_stage == i else h
+    return h, common.classify(common.head(self.num_classes), h, dense)
+

@@ -1,0 +1,189 @@
+"""The data-parallel train and eval steps, written once per device with named-axis collectives.
+
+`DataParallel` maps them over the devices with `jax.jit` + `jax.shard_map` (the default) or `jax.pmap`, and says
+how state and batches are laid out for each. Nothing here imports TensorFlow: the benchmark uses it on synthetic
+batches.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from multimix_jax import methods
+
+AXIS = 'data'
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_optimizer(config, steps_per_epoch):
+  """SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD), and its lr schedule."""
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  total = num_train_steps(config, steps_per_epoch)
+  if config.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
+  else:
+    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_boundaries_epochs}
+    schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+    if warmup:
+      schedule = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), schedule],
+                                      [warmup])
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                   optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  return tx, schedule
+
+
+def num_train_steps(config, steps_per_epoch):
+  return config.num_train_steps if config.num_train_steps > 0 else int(config.num_epochs * steps_per_epoch)
+
+
+def create_train_state(key, model, tx, image_shape):
+  """Initialises parameters and BatchNorm statistics on one example of `image_shape` (H, W, C)."""
+
+  @jax.jit
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(variables['params']))
+
+  return init(key)
+
+
+def train_step(state, batch, key, *, model, tx, loss_fn, config):
+  """One SGD step on this device's batch; gradients and BatchNorm statistics are averaged over devices.
+
+  Args:
+    state: TrainState, the same on every device.
+    batch: {'image': (b, H, W, C) float32, 'label': (b,) int32}, this device's share of the global batch.
+    key: the run's root key, the same on every device; the step's key is folded from it with the step, and the
+      mixing key with the device index, so no key is used twice.
+    model, tx: the Flax model and the optax optimiser.
+    loss_fn: one entry of the method's mixing schedule (multimix_jax.methods).
+    config: the run's ConfigDict.
+
+  Returns:
+    (new state, metrics {'loss', 'accuracy'} averaged over devices).
+  """
+  step_key = jax.random.fold_in(key, state.step)
+  alpha_key, mix_key = jax.random.split(step_key)
+  device_key = jax.random.fold_in(mix_key, jax.lax.axis_index(AXIS))
+  targets = jax.nn.one_hot(batch['label'], config.num_classes)
+
+  def compute_loss(params):
+    def forward(images, **kwargs):
+      outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+                                     mutable=['batch_stats'], **kwargs)
+      return outputs, updates['batch_stats']
+
+    ctx = methods.Context(forward=forward, config=config, alpha=_multimix_alpha(alpha_key, config),
+                          gather=_gather if config.multimix.scope == 'global' else lambda x: x)
+    return loss_fn(ctx, batch['image'], targets, device_key)
+
+  # Parameters enter the step replicated; made device-varying, their gradient is this device's own (shard_map
+  # would otherwise sum it over devices), so the mean below is right under shard_map and pmap alike.
+  params = jax.lax.pcast(state.params, AXIS, to='varying')
+  (loss, (logits, logit_targets, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=jax.lax.pmean(batch_stats, AXIS), opt_state=opt_state)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(logit_targets, -1))
+  return state, jax.lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
+
+
+def _multimix_alpha(key, config):
+  """alpha ~ U(lo, hi) once per step when config.multimix.alpha_range is set, else the fixed alpha."""
+  if config.multimix.alpha_range is None:
+    return config.multimix.alpha
+  lo, hi = config.multimix.alpha_range
+  return jax.random.uniform(key, (), minval=lo, maxval=hi)
+
+
+def _gather(x):
+  return jax.lax.all_gather(x, AXIS, tiled=True)
+
+
+def eval_step(state, batch, *, model):
+  """Sums over devices of top-1 and top-5 hits, cross-entropy and the number of real (unmasked) examples."""
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, batch['image'], train=False)[1]
+  mask = batch['mask'].astype(jnp.float32)
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  hits = top5 == batch['label'][:, None]
+  targets = jax.nn.one_hot(batch['label'], logits.shape[-1])
+  sums = {
+      'top1': jnp.sum(hits[:, 0] * mask),
+      'top5': jnp.sum(hits.any(-1) * mask),
+      'loss': jnp.sum(optax.softmax_cross_entropy(logits, targets) * mask),
+      'count': jnp.sum(mask),
+  }
+  return jax.lax.psum(sums, AXIS)
+
+
+class DataParallel:
+  """Maps the per-device steps over a 1-D 'data' mesh with shard_map (under jit) or pmap.
+
+  shard_map: state is replicated (P()), batches are global arrays sharded on 'data'.
+  pmap: state carries a leading axis of local devices, batches are reshaped to (local devices, b, ...).
+  """
+
+  def __init__(self, parallelism, devices=None):
+    if parallelism not in ('shard_map', 'pmap'):
+      raise ValueError(f"parallelism must be 'shard_map' or 'pmap', got {parallelism!r}.")
+    self.parallelism = parallelism
+    self.devices = list(devices or jax.devices())
+    self.mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
+    self.num_local_devices = sum(d.process_index == jax.process_index() for d in self.devices)
+
+  def put_state(self, tree):
+    """Host or device pytree (the same on every process) -> replicated for the step."""
+    if self.parallelism == 'pmap':  # pmap shards the leading axis over the local devices on the first call
+      return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices, *np.shape(x))), tree)
+    return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+  def put_batch(self, batch):
+    """This process's batch {name: (local b, ...)} -> the step's layout."""
+    if self.parallelism == 'pmap':
+      return jax.tree.map(lambda x: x.reshape(self.num_local_devices, -1, *x.shape[1:]), batch)
+    sharding = NamedSharding(self.mesh, P(AXIS))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  def get_state(self, tree):
+    """The step's state -> one host copy (numpy), for checkpoints and summaries."""
+    if self.parallelism == 'pmap':
+      tree = jax.tree.map(lambda x: x[0], tree)
+    return jax.device_get(tree)
+
+  def train_step(self, **kwargs):
+    """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx, loss_fn, config."""
+    body = functools.partial(train_step, **kwargs)
+    if self.parallelism == 'pmap':
+      return jax.pmap(body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
+    return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P())),
+                   donate_argnums=0)
+
+  def eval_step(self, **kwargs):
+    """(state, batch) -> summed eval counts, compiled; kwargs are eval_step's model."""
+    body = functools.partial(eval_step, **kwargs)
+    if self.parallelism == 'pmap':
+      return jax.pmap(body, axis_name=AXIS, devices=self.devices)
+    return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
+
+  def metrics(self, tree):
+    """Step outputs (replicated) -> host floats."""
+    if self.parallelism == 'pmap':
+      tree = jax.tree.map(lambda x: x[0], tree)
+    return jax.tree.map(float, jax.device_get(tree))

@@ -1,0 +1,168 @@
+"""The model zoo: the authors' parameter counts, output shapes and dtypes, dense logits, the mixing hook, BN.
+
+Big networks are only traced (jax.eval_shape); real forwards use the small CNN and, at b = 2, PreActResNet-18.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from multimix_jax.models import MODELS
+from multimix_jax.models import create_model
+
+# XLA compiles RngBitGenerator much faster than threefry on a CPU; the tests check properties, not values.
+KEY = jax.random.key(0, impl='rbg')
+
+# (name, input shape (H, W, C), final map (h, w, d)) on the datasets each network is used for.
+SHAPES = [
+    ('small_cnn', (8, 8, 1), (4, 4, 64)),
+    ('preact_resnet18', (32, 32, 3), (4, 4, 512)),
+    ('preact_resnet18', (64, 64, 3), (8, 8, 512)),
+    ('wrn16_8', (32, 32, 3), (8, 8, 512)),
+    ('resnet50', (224, 224, 3), (7, 7, 2048)),
+]
+
+
+def images(shape, b=2, key=KEY):
+  return jax.random.normal(key, (b, *shape))
+
+
+def num_params(variables):
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables['params']))
+
+
+def traced(model, x, **kwargs):
+  """(outputs, variables) of init + apply as shapes only: no convolution is computed."""
+  return jax.eval_shape(lambda x: model.init_with_output(KEY, x, train=False, **kwargs), x)
+
+
+@functools.cache
+def initialized(name, shape, b=2):
+  """(float32 model with 10 classes, images (b, *shape), variables), initialised once per test session."""
+  model, x = create_model(name, num_classes=10), images(shape, b)
+  return model, x, jax.jit(functools.partial(model.init, train=False))(KEY, x)
+
+
+def run(model, variables, x, **kwargs):
+  """Jitted model.apply: one compilation instead of one per operation."""
+  return jax.jit(lambda v, x: model.apply(v, x, **kwargs))(variables, x)
+
+
+@pytest.mark.parametrize('name, num_classes, shape, expected', [
+    ('preact_resnet18', 10, (32, 32, 3), 11_171_274),
+    ('preact_resnet18', 100, (32, 32, 3), 11_217_444),
+    ('preact_resnet18', 10, (64, 64, 3), 11_171_274),
+    ('wrn16_8', 10, (32, 32, 3), 10_965_866),
+    ('wrn16_8', 100, (32, 32, 3), 11_012_036),
+    ('resnet50', 1000, (224, 224, 3), 25_557_032),
+])
+def test_parameter_count_matches_the_authors_pytorch_definition(name, num_classes, shape, expected):
+  _, variables = traced(create_model(name, num_classes=num_classes), images(shape))
+  assert num_params(variables) == expected
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('name, shape, final', SHAPES)
+def test_output_shapes_and_dtypes(name, shape, final, dtype):
+  b, c = 2, 7
+  model = create_model(name, num_classes=c, dtype=dtype)
+  (features, logits), variables = traced(model, images(shape, b))
+  assert features.shape == (b, *final) and features.dtype == dtype
+  assert logits.shape == (b, c) and logits.dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  assert set(variables) == {'params', 'batch_stats'}
+  features, logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False, dense=True), variables,
+                                    images(shape, b))
+  assert features.shape == (b, *final) and logits.shape == (b, *final[:2], c) and logits.dtype == jnp.float32
+
+
+def test_small_cnn_bfloat16_forward():
+  model32, x, variables = initialized('small_cnn', (8, 8, 1), 8)
+  model16 = create_model('small_cnn', num_classes=10, dtype=jnp.bfloat16)
+  features, logits = run(model16, variables, x, train=False)
+  assert features.dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+  _, ref = run(model32, variables, x, train=False)
+  np.testing.assert_allclose(logits, ref, atol=0.1)
+
+
+@pytest.mark.parametrize('train', [False, True])
+@pytest.mark.parametrize('name, shape', [('small_cnn', (8, 8, 1)), ('preact_resnet18', (32, 32, 3))])
+def test_dense_logits_average_to_pooled_logits(name, shape, train):
+  model, x, variables = initialized(name, shape)
+  kwargs = dict(train=train, mutable=['batch_stats']) if train else dict(train=False)
+  out = run(model, variables, x, **kwargs)
+  dense_out = run(model, variables, x, dense=True, **kwargs)
+  (features, logits), (dense_features, dense_logits) = (out[0], dense_out[0]) if train else (out, dense_out)
+  np.testing.assert_array_equal(features, dense_features)
+  np.testing.assert_allclose(dense_logits.mean(axis=(1, 2)), logits, atol=1e-5)
+
+
+def test_mix_stage_identity_and_zero():
+  model, x, variables = initialized('small_cnn', (8, 8, 1), 8)
+  ref = run(model, variables, x, train=False)
+  for stage in (0, 1, 2):
+    out = run(model, variables, x, train=False, mix_stage=stage, mix_fn=lambda h: h)
+    jax.tree.map(np.testing.assert_array_equal, out, ref)
+  zero_input = run(model, variables, jnp.zeros_like(x), train=False)
+  out = run(model, variables, x, train=False, mix_stage=0, mix_fn=lambda h: h * 0)
+  jax.tree.map(np.testing.assert_array_equal, out, zero_input)
+  # In training mode the mixed state also feeds the batch statistics of everything after it.
+  out, stats = run(model, variables, x, train=True, mutable=['batch_stats'], mix_stage=0, mix_fn=lambda h: h * 0)
+  ref, ref_stats = run(model, variables, jnp.zeros_like(x), train=True, mutable=['batch_stats'])
+  jax.tree.map(np.testing.assert_array_equal, (out, stats), (ref, ref_stats))
+
+
+@pytest.mark.parametrize('name, shape, stage_shapes', [
+    ('small_cnn', (8, 8, 1), [(8, 8, 1), (4, 4, 32), (4, 4, 64)]),
+    ('preact_resnet18', (32, 32, 3), [(32, 32, 3), (32, 32, 64), (16, 16, 128)]),
+    ('wrn16_8', (32, 32, 3), [(32, 32, 3), (32, 32, 128), (16, 16, 256)]),
+    ('resnet50', (224, 224, 3), [(224, 224, 3), (56, 56, 256), (28, 28, 512)]),
+])
+def test_mix_fn_sees_the_hidden_state_after_each_stage(name, shape, stage_shapes):
+  model = create_model(name, num_classes=10, dtype=jnp.bfloat16)
+  for stage, expected in enumerate(stage_shapes):
+    seen = []
+    traced(model, images(shape), mix_stage=stage, mix_fn=lambda h: seen.append(h) or h)
+    assert len(seen) == 1
+    assert seen[0].shape == (2, *expected)
+    assert seen[0].dtype == (jnp.float32 if stage == 0 else jnp.bfloat16)
+
+
+def test_bad_mix_stage_is_rejected():
+  model = create_model('small_cnn', num_classes=10)
+  x = images((8, 8, 1))
+  with pytest.raises(ValueError, match=r'mix_stage must be .*\[0, 2\]'):
+    traced(model, x, mix_stage=3, mix_fn=lambda h: h)
+  with pytest.raises(ValueError, match='needs a mix_fn'):
+    traced(model, x, mix_stage=1)
+
+
+def test_batch_norm_momentum_matches_pytorch():
+  model, x, variables = initialized('small_cnn', (8, 8, 1), 8)
+  _, state = run(model, variables, x + 1.0, train=True, mutable=['batch_stats', 'intermediates'],
+                 capture_intermediates=lambda mdl, _: mdl.name == 'stem_conv')
+  conv_out = state['intermediates']['stem_conv']['__call__'][0]
+  stats = state['batch_stats']['stem_bn']
+  # PyTorch's momentum 0.1: the running mean moves 10% of the way from 0 to the batch mean.
+  np.testing.assert_allclose(stats['mean'], 0.1 * conv_out.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(stats['var'], 0.9 + 0.1 * conv_out.var(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def test_bn_axis_name_syncs_batch_statistics():
+  model, x, variables = initialized('small_cnn', (8, 8, 1), 8)
+  # Equal-size shards with statistics reduced over the 'data' axis see the statistics of the whole batch.
+  synced = create_model('small_cnn', num_classes=10, bn_axis_name='data')
+  apply = lambda x: synced.apply(variables, x, train=True, mutable=['batch_stats'])
+  (_, logits), stats = jax.jit(jax.vmap(apply, axis_name='data'))(x.reshape(2, 4, *x.shape[1:]))
+  (_, ref_logits), ref_stats = run(model, variables, x, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(logits.reshape(ref_logits.shape), ref_logits, atol=1e-5)
+  jax.tree.map(lambda s, r: np.testing.assert_allclose(s[0], r, rtol=1e-4, atol=1e-6), stats, ref_stats)
+
+
+def test_registry():
+  assert set(MODELS) == {'small_cnn', 'preact_resnet18', 'wrn16_8', 'resnet50'}
+  with pytest.raises(ValueError, match='preact_resnet18.*resnet50.*small_cnn.*wrn16_8'):
+    create_model('resnet18', num_classes=10)
