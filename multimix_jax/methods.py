@@ -101,7 +101,7 @@ def dense_multimix(ctx, images, targets, key):
 
 
 def _multimix_schedule(loss_fn):
-  """MultiMix with probability config.multimix.prob, else config.multimix.alternative (SPEC §2)."""
+  """`loss_fn` with probability config.multimix.prob, else config.multimix.alternative (SPEC §2)."""
 
   def schedule(config):
     prob, alternative = config.multimix.prob, ALTERNATIVES[config.multimix.alternative]
@@ -119,4 +119,6 @@ METHODS = {
     'manifold_mixup': lambda config: [(1 / 3, functools.partial(manifold_mixup, stage=k)) for k in range(3)],
     'multimix': _multimix_schedule(multimix),
     'dense_multimix': _multimix_schedule(dense_multimix),
+    # SPEC §2's control: MultiMix's branch replaced by ERM, to tell MultiMix's effect from the coin flip's.
+    'erm_or_input_mixup': _multimix_schedule(erm),
 }

@@ -69,8 +69,8 @@ def train_step(state, batch, key, *, model, tx, loss_fn, config):
   Args:
     state: TrainState, the same on every device.
     batch: {'image': (b, H, W, C) float32, 'label': (b,) int32}, this device's share of the global batch.
-    key: the run's root key, the same on every device; the step's key is folded from it with the step, and the
-      mixing key with the device index, so no key is used twice.
+    key: raw data (jax.random.key_data) of the run's root key, the same on every device; the step's key is
+      folded from it with the step, and the mixing key with the device index, so no key is used twice.
     model, tx: the Flax model and the optax optimiser.
     loss_fn: one entry of the method's mixing schedule (multimix_jax.methods).
     config: the run's ConfigDict.
@@ -78,7 +78,7 @@ def train_step(state, batch, key, *, model, tx, loss_fn, config):
   Returns:
     (new state, metrics {'loss', 'accuracy'} averaged over devices).
   """
-  step_key = jax.random.fold_in(key, state.step)
+  step_key = jax.random.fold_in(jax.random.wrap_key_data(key), state.step)
   alpha_key, mix_key = jax.random.split(step_key)
   device_key = jax.random.fold_in(mix_key, jax.lax.axis_index(AXIS))
   targets = jax.nn.one_hot(batch['label'], config.num_classes)
