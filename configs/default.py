@@ -13,7 +13,7 @@ def get_config():
   # Data: a TFDS name ('digits', 'cifar10', 'cifar100', 'tiny_imagenet', 'imagenet2012'), read from data_dir
   # (None: TFDS's default, ~/tensorflow_datasets). The dataset fixes the augmentation and normalisation.
   config.dataset = 'digits'
-  config.data_dir = None
+  config.data_dir = ml_collections.config_dict.placeholder(str)
   config.num_classes = 10
   config.image_size = 8  # training crop and evaluation size
   config.shuffle_buffer = 10_000

@@ -1,0 +1,278 @@
+"""Training and evaluation: TFDS batches -> global arrays -> train_step(state, batch, key) -> metrics.
+
+`train_and_evaluate(config, workdir)` checks the config and the workdir before any work, resumes from the latest
+checkpoint in the workdir, saves periodically, at the end and on SIGTERM (preemption), writes TensorBoard events
+and, at the end, `summary.json`.
+"""
+
+import json
+import os
+import signal
+import statistics
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from jax.experimental import multihost_utils
+
+from multimix_jax import data
+from multimix_jax import interpolation
+from multimix_jax import methods
+from multimix_jax import models
+from multimix_jax import step as step_lib
+
+# Keys that may change when a run is resumed from its workdir; any other difference is a different run.
+RESUMABLE_KEYS = frozenset({
+    'data_dir', 'num_epochs', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
+    'checkpoint_every_steps', 'keep_checkpoints', 'profile'
+})
+
+
+class ConfigError(ValueError):
+  """A config value or workdir that cannot work; raised before any work starts."""
+
+
+def validate_config(config, num_devices, num_processes=1):
+  """Raises one ConfigError listing every invalid value of `config` for this many devices."""
+  problems = []
+
+  def need(ok, message):
+    if not ok:
+      problems.append(message)
+
+  mm = config.multimix
+  need(config.method in methods.METHODS, f'method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.')
+  need(config.model in models.MODELS, f'model={config.model!r} is unknown; choose one of {sorted(models.MODELS)}.')
+  need(config.dtype in step_lib.DTYPES, f'dtype={config.dtype!r} must be one of {sorted(step_lib.DTYPES)}.')
+  need(config.parallelism in ('shard_map', 'pmap'), f"parallelism={config.parallelism!r} must be 'shard_map' or 'pmap'.")
+  need(config.schedule in ('piecewise', 'cosine'), f"schedule={config.schedule!r} must be 'piecewise' or 'cosine'.")
+  for name in ('batch_size', 'eval_batch_size'):
+    value = config[name]
+    need(value > 0 and value % num_devices == 0,
+         f'{name}={value} must be a positive multiple of the number of devices ({num_devices}).')
+  b = config.batch_size // num_devices if config.batch_size % num_devices == 0 else config.batch_size
+  b_mix = b * num_devices if mm.scope == 'global' else b
+  need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
+       f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
+       f'(batch_size={config.batch_size} over {num_devices} devices).')
+  need(mm.n >= 1, f'multimix.n={mm.n} must be >= 1.')
+  need(mm.alpha > 0, f'multimix.alpha={mm.alpha} must be > 0.')
+  if mm.alpha_range is not None:
+    need(len(mm.alpha_range) == 2 and 0 < mm.alpha_range[0] <= mm.alpha_range[1],
+         f'multimix.alpha_range={mm.alpha_range} must be (lo, hi) with 0 < lo <= hi.')
+  need(0.0 <= mm.prob <= 1.0, f'multimix.prob={mm.prob} must be in [0, 1].')
+  need(mm.alternative in methods.ALTERNATIVES,
+       f'multimix.alternative={mm.alternative!r} must be one of {sorted(methods.ALTERNATIVES)}.')
+  need(mm.scope in ('device', 'global'), f"multimix.scope={mm.scope!r} must be 'device' or 'global'.")
+  need(mm.confidence in interpolation.CONFIDENCE_KINDS,
+       f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
+  need(mm.chunk_size >= 0, f'multimix.chunk_size={mm.chunk_size} must be >= 0 (0: no chunking).')
+  need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
+  need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')
+  need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
+  need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
+  if num_processes > 1:
+    need(config.batch_size % num_processes == 0 and config.eval_batch_size % num_processes == 0,
+         f'batch_size and eval_batch_size must be multiples of the number of processes ({num_processes}).')
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
+def _config_differences(saved, config):
+  saved, current = _flatten(saved), _flatten(config.to_dict())
+  keys = sorted(k for k in saved.keys() | current.keys()
+                if k not in RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
+  return [f'{k}: {saved.get(k)!r} in the workdir, {current.get(k)!r} now' for k in keys]
+
+
+def _flatten(tree, prefix=''):
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _comparable(value):
+  return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def check_workdir(config, workdir):
+  """Refuses a workdir holding another run or unrelated files, so that nothing of a user's is overwritten."""
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      differences = _config_differences(json.load(f), config)
+    if differences:
+      raise ConfigError(f'{workdir} holds a run with another config; resuming it would mix two runs. Choose a new '
+                        '--workdir, or rerun with the config saved in its config.json. Differences:\n  ' +
+                        '\n  '.join(differences))
+  elif os.path.isdir(workdir) and os.listdir(workdir):
+    raise ConfigError(f'{workdir} is not empty and holds no multimix_jax run (no config.json); choose a new or '
+                      'empty --workdir.')
+
+
+class _Preemption:
+  """Turns SIGTERM into a request to save and stop after the current step (all processes at the same step)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1 and _in_main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint after this step, then stopping.')
+    self.requested = True
+
+  def reached(self, step):
+    if jax.process_count() > 1:  # jax.distributed's preemption service syncs every process on one step
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+
+def _in_main_thread():
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+def _write_json(path, obj):
+  if jax.process_index() == 0:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def evaluate(dp, eval_step, state, config, info):
+  """Top-1 and top-5 accuracy (%) and cross-entropy over every example of the evaluation split."""
+  local_batch = config.eval_batch_size // jax.process_count()
+  totals = None
+  for batch in data.eval_batches(config, local_batch_size=local_batch):
+    sums = dp.metrics(eval_step(state, dp.put_batch(batch)))
+    totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
+  count = int(totals['count'])
+  if count != info.num_eval:
+    raise RuntimeError(f'evaluation saw {count} examples, the split has {info.num_eval}')
+  return {'top1': 100 * totals['top1'] / count, 'top5': 100 * totals['top5'] / count,
+          'loss': totals['loss'] / count, 'count': count}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
+  workdir = os.path.abspath(workdir)
+  validate_config(config, jax.device_count(), jax.process_count())
+  check_workdir(config, workdir)
+  info = data.dataset_info(config)
+  steps_per_epoch = info.num_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise ConfigError(f'batch_size={config.batch_size} is larger than the training split ({info.num_train}).')
+  num_steps = step_lib.num_train_steps(config, steps_per_epoch)
+  eval_every = config.eval_every_steps or steps_per_epoch
+  checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
+
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  dp = step_lib.DataParallel(config.parallelism)
+  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+  tx, lr_schedule = step_lib.create_optimizer(config, steps_per_epoch)
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))
+
+  checkpoints = ocp.CheckpointManager(
+      os.path.join(workdir, 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+  start_step = checkpoints.latest_step() or 0
+  if start_step:
+    host_state = checkpoints.restore(start_step, args=ocp.args.StandardRestore(host_state))
+    logging.info('Resumed from the checkpoint at step %d.', start_step)
+  state = dp.put_state(host_state)
+  key = dp.put_state(jax.random.key_data(train_key))
+
+  history_path = os.path.join(workdir, 'eval_history.json')
+  history = []
+  if os.path.exists(history_path):
+    with open(history_path) as f:  # evaluations after the restored checkpoint are done again
+      history = [h for h in json.load(f) if h['step'] <= start_step]
+
+  schedule = methods.METHODS[config.method](config)
+  probabilities = np.array([p for p, _ in schedule]) / sum(p for p, _ in schedule)
+  train_steps = [dp.train_step(model=model, tx=tx, loss_fn=fn, config=config) for _, fn in schedule]
+  eval_step = dp.eval_step(model=model)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(_flatten(config.to_dict()))
+  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
+  if config.profile and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5))
+
+  train_iter = data.train_batches(config, local_batch_size=config.batch_size // jax.process_count(),
+                                  seed=config.seed, start_step=start_step)
+  logging.info('Training %s/%s with %s on %s for %d steps (%d per epoch) from step %d on %d devices.',
+               config.model, config.dataset, config.method, jax.devices()[0].platform, num_steps, steps_per_epoch,
+               start_step, jax.device_count())
+  started = time.time()
+  step, train_metrics, preempted = start_step, [], False
+  with _Preemption() as preemption:
+    while step < num_steps:
+      # The host picks the step's mixing branch from (seed, step): the same on every process and on resume.
+      branch = np.random.default_rng([config.seed, step]).choice(len(schedule), p=probabilities)
+      state, metrics = train_steps[branch](state, dp.put_batch(next(train_iter)), key)
+      step += 1
+      train_metrics.append(metrics)
+      for hook in hooks:
+        hook(step)
+      if step % config.log_every_steps == 0 or step == num_steps:
+        summary = {f'train_{k}': np.mean([dp.metrics(m)[k] for m in train_metrics]) for k in ('loss', 'accuracy')}
+        summary['learning_rate'] = float(lr_schedule(step - 1))
+        writer.write_scalars(step, summary)
+        train_metrics = []
+      preempted = preemption.reached(step)
+      if step % eval_every == 0 or step == num_steps:
+        result = evaluate(dp, eval_step, state, config, info)
+        writer.write_scalars(step, {f'eval_{k}': v for k, v in result.items() if k != 'count'})
+        history.append({'step': step, **result})
+        _write_json(history_path, history)
+      if step % checkpoint_every == 0 or step == num_steps or preempted:
+        checkpoints.save(step, args=ocp.args.StandardSave(dp.get_state(state)))
+      if preempted:
+        logging.warning('Preempted: checkpoint saved at step %d; rerun the same command to resume.', step)
+        break
+  checkpoints.wait_until_finished()
+  checkpoints.close()
+  writer.flush()
+
+  top1 = [h['top1'] for h in history]
+  summary = {
+      'final_top1': top1[-1] if top1 else None,
+      'median_last10_top1': statistics.median(top1[-10:]) if top1 else None,
+      'best_top1_over_training': max(top1) if top1 else None,  # flatters: report final and median
+      'final_top5': history[-1]['top5'] if history else None,
+      'steps': step,
+      'num_train_steps': num_steps,
+      'preempted': preempted,
+      'resumed_from_step': start_step,
+      'wall_time_s': time.time() - started,
+      'num_devices': jax.device_count(),
+      'config': config.to_dict(),
+  }
+  if not preempted:
+    _write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary

@@ -1,0 +1,195 @@
+"""The trainer end to end on the offline digits dataset: every method, both parallel wrappers, resume, SIGTERM."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from multimix_jax import data
+from multimix_jax import methods
+from multimix_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name='default'):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def small_config(data_dir, **overrides):
+  config = load_config()
+  config.data_dir = data_dir
+  config.batch_size = 64
+  config.num_train_steps = 6
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.log_every_steps = 3
+  config.multimix.n = 64
+  for key, value in overrides.items():
+    target = config
+    *path, leaf = key.split('.')
+    for part in path:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def final_params(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
+    restored = manager.restore(manager.latest_step())
+  return restored['params'], manager.latest_step()
+
+
+@pytest.mark.parametrize('method', sorted(methods.METHODS))
+def test_every_method_trains_and_evaluates_every_example(method, data_dir, tmp_path):
+  config = small_config(data_dir, method=method, eval_batch_size=128)  # 360 test examples: last batch padded
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  info = data.dataset_info(config)
+  with open(tmp_path / 'eval_history.json') as f:
+    history = json.load(f)
+  assert [h['step'] for h in history] == [3, 6]
+  assert all(h['count'] == info.num_eval for h in history)
+  with open(tmp_path / 'summary.json') as f:
+    saved = json.load(f)
+  assert saved['steps'] == 6 and saved['final_top1'] == history[-1]['top1']
+  assert saved['median_last10_top1'] == np.median([h['top1'] for h in history])
+  assert np.isfinite(history[-1]['loss'])
+  assert summary['best_top1_over_training'] == max(h['top1'] for h in history)
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
+
+
+def test_eval_accuracy_matches_a_plain_forward_pass(data_dir, tmp_path):
+  config = small_config(data_dir, method='erm', num_train_steps=3, eval_every_steps=3, eval_batch_size=64)
+  train.train_and_evaluate(config, str(tmp_path))
+  with ocp.CheckpointManager(os.path.join(tmp_path, 'checkpoints')) as manager:
+    state = manager.restore(manager.latest_step())
+  from multimix_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.create_model(config.model, num_classes=config.num_classes)
+  images, labels = [], []
+  for batch in data.eval_batches(config, local_batch_size=64, process_index=0, process_count=1):
+    images.append(batch['image'][batch['mask']])
+    labels.append(batch['label'][batch['mask']])
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  logits = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, images, train=False)[1]
+  with open(tmp_path / 'eval_history.json') as f:
+    top1 = json.load(f)[-1]['top1']
+  assert len(labels) == data.dataset_info(config).num_eval
+  np.testing.assert_allclose(top1, 100 * np.mean(np.argmax(logits, -1) == labels), atol=1e-4)
+
+
+def test_pmap_trains_like_shard_map(data_dir, tmp_path):
+  params = {}
+  for parallelism in ('shard_map', 'pmap'):
+    config = small_config(data_dir, method='multimix', parallelism=parallelism, num_train_steps=3)
+    train.train_and_evaluate(config, str(tmp_path / parallelism))
+    params[parallelism] = final_params(str(tmp_path / parallelism))[0]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params['shard_map'],
+               params['pmap'])
+
+
+def test_global_scope_and_synced_batch_stats_train(data_dir, tmp_path):
+  config = small_config(data_dir, method='multimix', **{'multimix.scope': 'global', 'multimix.prob': 1.0},
+                        sync_batch_stats=True, num_train_steps=3)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['steps'] == 3 and np.isfinite(summary['final_top1'])
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
+  config = small_config(data_dir, method='multimix', num_train_steps=8, checkpoint_every_steps=100)
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  reference, _ = final_params(str(tmp_path / 'straight'))
+
+  train_batches = data.train_batches
+
+  def preempted_batches(*args, **kwargs):  # a real SIGTERM while the 4th batch is read
+    for i, batch in enumerate(train_batches(*args, **kwargs)):
+      if i == 3 and kwargs.get('start_step', 0) == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(data, 'train_batches', preempted_batches)
+  summary = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert summary['preempted'] and summary['steps'] == 4
+  assert final_params(str(tmp_path / 'resumed'))[1] == 4
+  assert not (tmp_path / 'resumed' / 'summary.json').exists()
+  summary = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert summary['resumed_from_step'] == 4 and summary['steps'] == 8
+  resumed, step = final_params(str(tmp_path / 'resumed'))
+  assert step == 8
+  jax.tree.map(np.testing.assert_array_equal, resumed, reference)
+
+
+def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, '-m', 'multimix_jax.main', f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+         '--config.num_train_steps=100000', '--config.checkpoint_every_steps=100000', '--config.eval_every_steps=100000']
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:  # wait until steps are running
+    lines.append(line)
+    if 'Training ' in line:
+      break
+  time.sleep(3)
+  proc.send_signal(signal.SIGTERM)
+  output = ''.join(lines) + proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0, output
+  assert 'Preempted: checkpoint saved at step' in output
+  step = int(output.split('Preempted: checkpoint saved at step ')[1].split(';')[0])
+  assert 0 < step < 100000
+  assert final_params(str(workdir))[1] == step
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'method': 'mixmatch'}, r"method='mixmatch' is unknown"),
+    ({'model': 'vit'}, r"model='vit' is unknown"),
+    ({'multimix.m': 17}, r'multimix.m=17 must be in \[0, 16\].*per-device batch is 16'),
+    ({'batch_size': 66}, r'batch_size=66 must be a positive multiple of the number of devices \(4\)'),
+    ({'multimix.alpha': 0.0}, r'multimix.alpha=0.0 must be > 0'),
+    ({'multimix.n': 0}, r'multimix.n=0 must be >= 1'),
+    ({'multimix.confidence': 'attention'}, r"multimix.confidence='attention'"),
+])
+def test_bad_config_fails_before_any_work(overrides, message, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  with pytest.raises(train.ConfigError, match=message):
+    train.train_and_evaluate(small_config(data_dir, **overrides), str(workdir))
+  assert not workdir.exists()
+
+
+def test_workdir_of_another_run_or_unrelated_files_is_refused(data_dir, tmp_path):
+  config = small_config(data_dir, method='erm', num_train_steps=3)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  before = sorted(os.listdir(tmp_path / 'run'))
+  config.method = 'multimix'
+  with pytest.raises(train.ConfigError, match=r"(?s)holds a run with another config.*method: 'erm' in the workdir"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert sorted(os.listdir(tmp_path / 'run')) == before
+  (tmp_path / 'mine').mkdir()
+  (tmp_path / 'mine' / 'notes.txt').write_text('precious')
+  with pytest.raises(train.ConfigError, match='not empty and holds no multimix_jax run'):
+    train.train_and_evaluate(config, str(tmp_path / 'mine'))
+  assert os.listdir(tmp_path / 'mine') == ['notes.txt']
+
+
+def test_cli_reports_one_clear_error(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'multimix_jax.main', f'--workdir={tmp_path / "run"}',
+                           '--config.multimix.alpha=-1'], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'error: Invalid config:\n  multimix.alpha=-1.0 must be > 0.' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()
