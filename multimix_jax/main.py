@@ -10,6 +10,7 @@ import sys
 import jax
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from multimix_jax import data
@@ -27,9 +28,15 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).')
 
 
+def _quiet_orbax(record):
+  """Keeps Orbax's per-save INFO lines (dozens a checkpoint) out of the console; its warnings still show."""
+  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
   if _DISTRIBUTED.value:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

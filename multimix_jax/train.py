@@ -159,6 +159,20 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
+def _dataset_info(config):
+  """data.dataset_info, which may prepare the dataset: process 0 first, so that hosts sharing a data_dir do not
+  prepare it at the same time."""
+  for turn in (True, False):
+    if turn == (jax.process_index() == 0):
+      try:
+        info = data.dataset_info(config)
+      except ValueError as e:  # a config value that does not fit the dataset
+        raise ConfigError(f'Invalid config: {e}') from e
+    if jax.process_count() > 1 and turn:
+      multihost_utils.sync_global_devices('multimix_jax: dataset prepared')
+  return info
+
+
 def evaluate(dp, eval_step, state, config, info):
   """Top-1 and top-5 accuracy (%) and cross-entropy over every example of the evaluation split."""
   local_batch = config.eval_batch_size // jax.process_count()
@@ -178,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   validate_config(config, jax.device_count(), jax.process_count())
   check_workdir(config, workdir)
-  info = data.dataset_info(config)
+  info = _dataset_info(config)
   steps_per_epoch = info.num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training split ({info.num_train}).')
@@ -186,6 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_every = config.eval_every_steps or steps_per_epoch
   checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
 
+  if jax.process_count() > 1:  # every process checks the workdir before process 0 writes to it
+    multihost_utils.sync_global_devices('multimix_jax: workdir checked')
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   dp = step_lib.DataParallel(config.parallelism)

@@ -163,6 +163,8 @@ def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
     ({'multimix.alpha': 0.0}, r'multimix.alpha=0.0 must be > 0'),
     ({'multimix.n': 0}, r'multimix.n=0 must be >= 1'),
     ({'multimix.confidence': 'attention'}, r"multimix.confidence='attention'"),
+    ({'num_classes': 100}, r'num_classes=100 but digits has 10 classes'),
+    ({'image_size': 32}, r'image_size=32 but digits images are 8x8'),
 ])
 def test_bad_config_fails_before_any_work(overrides, message, data_dir, tmp_path):
   workdir = tmp_path / 'run'
