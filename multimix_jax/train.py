@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from etils import epath
 from jax.experimental import multihost_utils
 
 from multimix_jax import data
@@ -106,15 +107,14 @@ def _comparable(value):
 
 def check_workdir(config, workdir):
   """Refuses a workdir holding another run or unrelated files, so that nothing of a user's is overwritten."""
-  config_path = os.path.join(workdir, 'config.json')
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      differences = _config_differences(json.load(f), config)
+  workdir = epath.Path(workdir)
+  if (workdir / 'config.json').exists():
+    differences = _config_differences(json.loads((workdir / 'config.json').read_text()), config)
     if differences:
       raise ConfigError(f'{workdir} holds a run with another config; resuming it would mix two runs. Choose a new '
                         '--workdir, or rerun with the config saved in its config.json. Differences:\n  ' +
                         '\n  '.join(differences))
-  elif os.path.isdir(workdir) and os.listdir(workdir):
+  elif workdir.is_dir() and any(workdir.iterdir()):
     raise ConfigError(f'{workdir} is not empty and holds no multimix_jax run (no config.json); choose a new or '
                       'empty --workdir.')
 
@@ -152,11 +152,11 @@ def _in_main_thread():
 
 
 def _write_json(path, obj):
+  """Process 0 writes `obj` to `path` (an epath.Path: local or gs://) atomically where the filesystem can."""
   if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    tmp = path.parent / (path.name + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
 
 
 def _dataset_info(config):
@@ -189,7 +189,7 @@ def evaluate(dp, eval_step, state, config, info):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
-  workdir = os.path.abspath(workdir)
+  workdir = epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))  # gs:// stays as it is
   validate_config(config, jax.device_count(), jax.process_count())
   check_workdir(config, workdir)
   info = _dataset_info(config)
@@ -202,8 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   if jax.process_count() > 1:  # every process checks the workdir before process 0 writes to it
     multihost_utils.sync_global_devices('multimix_jax: workdir checked')
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_json(workdir / 'config.json', config.to_dict())
   dp = step_lib.DataParallel(config.parallelism)
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
                               bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
@@ -212,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))
 
   checkpoints = ocp.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'),
+      workdir / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
   start_step = checkpoints.latest_step() or 0
   if start_step:
@@ -221,23 +221,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = dp.put_state(host_state)
   key = dp.put_state(jax.random.key_data(train_key))
 
-  history_path = os.path.join(workdir, 'eval_history.json')
+  history_path = workdir / 'eval_history.json'
   history = []
-  if os.path.exists(history_path):
-    with open(history_path) as f:  # evaluations after the restored checkpoint are done again
-      history = [h for h in json.load(f) if h['step'] <= start_step]
+  if history_path.exists():  # evaluations after the restored checkpoint are done again
+    history = [h for h in json.loads(history_path.read_text()) if h['step'] <= start_step]
 
   schedule = methods.METHODS[config.method](config)
   probabilities = np.array([p for p, _ in schedule]) / sum(p for p, _ in schedule)
   train_steps = [dp.train_step(model=model, tx=tx, loss_fn=fn, config=config) for _, fn in schedule]
   eval_step = dp.eval_step(model=model)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
   if start_step == 0:
     writer.write_hparams(_flatten(config.to_dict()))
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
   if config.profile and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5))
+    hooks.append(periodic_actions.Profile(logdir=str(workdir), num_profile_steps=5))
 
   train_iter = data.train_batches(config, local_batch_size=config.batch_size // jax.process_count(),
                                   seed=config.seed, start_step=start_step)
@@ -290,5 +289,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'config': config.to_dict(),
   }
   if not preempted:
-    _write_json(os.path.join(workdir, 'summary.json'), summary)
+    _write_json(workdir / 'summary.json', summary)
   return summary

@@ -271,8 +271,11 @@ def test_tiny_imagenet_is_prepared_on_first_use(tmp_path):
 
 
 def test_missing_dataset_names_the_fix(tmp_path):
-  with pytest.raises(data.DatasetNotFoundError, match=f'tfds build cifar10 --data_dir={tmp_path}'):
+  with pytest.raises(data.DatasetNotFoundError) as error:
     data.dataset_info(make_config(tmp_path, dataset='cifar10', image_size=32))
+  command = str(error.value).split('\n')[2].strip()
+  assert command == ("python -c \"import multimix_jax.data, tensorflow_datasets as tfds; "
+                     f"tfds.builder('cifar10', data_dir='{tmp_path}').download_and_prepare()\"")
   with pytest.raises(data.DatasetNotFoundError) as error:
     data.dataset_info(make_config(tmp_path, dataset='imagenet2012', num_classes=1000, image_size=224))
   for part in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar', str(tmp_path / 'downloads' / 'manual')):

@@ -70,17 +70,21 @@ class _Dataset:
   prepare: Callable[[str, str], str] | None = None  # (name, data_dir) -> how to prepare it; None: automatic
 
 
+def _prepare_command(name, data_dir):
+  return (f"  python -c \"import multimix_jax.data, tensorflow_datasets as tfds; "
+          f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"\n"
+          f'(or launch/prepare_data.sh {name}; `tfds build` also works once apache-beam is installed)')
+
+
 def _build_command(name, data_dir):
-  return (f'Prepare it once (downloads it) with\n  tfds build {name} --data_dir={data_dir}\nor in Python\n'
-          f"  import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()")
+  return f'Prepare it once (downloads it) with\n{_prepare_command(name, data_dir)}'
 
 
 def _imagenet_instructions(name, data_dir):
   manual = os.path.join(data_dir, 'downloads', 'manual')
   return (f'Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org/ (an account '
           f'is needed), place them in\n  {manual}/\nthen prepare it once (hours) with\n'
-          f'  tfds build {name} --data_dir={data_dir}\nor in Python\n'
-          f"  import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()")
+          f'{_prepare_command(name, data_dir)}')
 
 
 def _tiny_imagenet_instructions(name, data_dir):
