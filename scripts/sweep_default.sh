@@ -5,6 +5,7 @@
 set -euo pipefail
 out=${1:-runs/sweep_default}
 seeds=${SEEDS:-"0 1 2"}
+mkdir -p "$out"
 declare -A runs=(
   [erm]="--config.method=erm"
   [input_mixup]="--config.method=input_mixup"
