@@ -93,5 +93,5 @@ def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chun
     mixed_targets = jnp.einsum('nbr,bc->nrc', w, targets)
     return optax.softmax_cross_entropy(mixed_logits, mixed_targets).sum()
 
-  total = jax.lax.scan(lambda acc, wc: (acc + chunk_loss(wc), None), jnp.zeros((), jnp.float32), weights)[0]
-  return total / (n * dense_logits.shape[1])
+  # lax.map rather than a scan with a running total: its carry would have to be device-varying under shard_map.
+  return jax.lax.map(chunk_loss, weights).sum() / (n * dense_logits.shape[1])

@@ -73,6 +73,17 @@ def test_global_scope_and_synced_batch_norm_agree_across_wrappers():
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
 
 
+def test_dense_loss_in_chunks_inside_the_step_equals_all_at_once():
+  config = default_config()
+  results = []
+  for chunk_size in (0, 16):  # n = 50: three chunks of 16 and a padded one
+    config.multimix.chunk_size = chunk_size
+    results.append(run_steps(config, 'shard_map', methods.dense_multimix))
+  (a, metrics_a), (b, metrics_b) = results
+  np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+
+
 def test_bfloat16_compute_keeps_float32_parameters():
   config = default_config()
   state, metrics = run_steps(config, 'shard_map', methods.multimix, dtype=jnp.bfloat16)
