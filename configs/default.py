@@ -37,7 +37,9 @@ def get_config():
   config.multimix.alternative = 'input_mixup'  # or 'erm'
   config.multimix.scope = 'device'  # 'device': tuples within a device's batch (paper); 'global': whole batch
   config.multimix.confidence = 'gap'  # dense_multimix: 'gap', 'gap_relu', 'cam' or 'uniform'
-  config.multimix.chunk_size = 0  # dense loss computed in chunks of this many of the n rows (0: all at once)
+  # Dense loss over chunks of this many of the n rows: bounds its memory at large n (0: all at once; -1: automatic,
+  # chunks when an (n, r, c) array would pass 256 MiB).
+  config.multimix.chunk_size = -1
 
   # Optimisation (SPEC §5: SGD with momentum, L2 weight decay added to the gradient, piecewise schedule).
   config.batch_size = 128  # global; split evenly over devices

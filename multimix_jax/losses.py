@@ -52,12 +52,26 @@ def multimix_loss(key, logits, targets, m, alpha, *, n=1000, label_smoothing=0.0
   return soft_cross_entropy(mixed_logits, mixed_targets)
 
 
-def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chunk_size=0, label_smoothing=0.0):
+# The automatic chunk size keeps the dense loss's largest arrays, (rows, r, c) logits and targets and (rows, b, r)
+# weights, under this many float32 elements (256 MiB).
+DENSE_CHUNK_ELEMENTS = 2**26
+
+
+def dense_chunk_size(n, b, r, c, budget=DENSE_CHUNK_ELEMENTS):
+  """Rows of Λ per chunk keeping (rows, r, max(c, b)) under `budget` elements, in equal chunks; 0: no chunking."""
+  rows = max(1, budget // (r * max(c, b)))
+  if rows >= n:
+    return 0
+  num_chunks = -(-n // rows)
+  return -(-n // num_chunks)
+
+
+def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chunk_size=-1, label_smoothing=0.0):
   """Dense MultiMix loss from the dense logits (b, r, c) (the head applied at every position, SPEC §3).
 
-  The n · r · c interpolated logits are the largest array of the step (n = 1000, r = 49, c = 1000: 196 MB). With
-  0 < chunk_size < n the loss is computed over chunks of that many interpolation rows under `jax.checkpoint`, so
-  forward and backward hold one chunk at a time; the result is the same.
+  The n · r · c interpolated logits are the largest array of the step (n = 1000, r = 49, c = 1000: 196 MB; n = 10000:
+  ten times that). With 0 < chunk_size < n the loss is computed over chunks of that many interpolation rows under
+  `jax.checkpoint`, so forward and backward hold one chunk at a time; the result is the same.
 
   Args:
     key: PRNG key.
@@ -65,7 +79,7 @@ def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chun
     targets: (b, c) one-hot or soft; position j of example i inherits y_i.
     A: (b, r) confidence map (gradients do not flow through it).
     m, alpha, n: as in `interpolation.sample_interpolation`.
-    chunk_size: rows of Λ per chunk; 0 (or >= n) computes all n at once.
+    chunk_size: rows of Λ per chunk; 0 (or >= n) computes all n at once; -1 chooses by `dense_chunk_size`.
     label_smoothing: applied to the targets before mixing.
 
   Returns:
@@ -74,12 +88,15 @@ def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chun
   if jnp.ndim(dense_logits) != 3:
     raise ValueError(f'dense_logits must have shape (b, r, c), got {jnp.shape(dense_logits)}.')
   targets = _smooth(targets, label_smoothing)
-  if chunk_size <= 0 or chunk_size >= n:
+  b, r, c = dense_logits.shape
+  if chunk_size < 0:
+    chunk_size = dense_chunk_size(n, b, r, c)
+  if chunk_size == 0 or chunk_size >= n:
     mixed_logits, mixed_targets = interpolation.sample_dense_interpolation(
         key, dense_logits, targets, A, m, alpha, n=n)
     return soft_cross_entropy(mixed_logits, mixed_targets)
 
-  weights = interpolation.sample_weights(key, dense_logits.shape[0], m, alpha, n=n)
+  weights = interpolation.sample_weights(key, b, m, alpha, n=n)
   # Zero rows pad n to a multiple of chunk_size: their weights and targets are zero, so they add zero loss.
   num_chunks = -(-n // chunk_size)
   weights = jnp.pad(weights, ((0, num_chunks * chunk_size - n), (0, 0)))
@@ -94,4 +111,4 @@ def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chun
     return optax.softmax_cross_entropy(mixed_logits, mixed_targets).sum()
 
   # lax.map rather than a scan with a running total: its carry would have to be device-varying under shard_map.
-  return jax.lax.map(chunk_loss, weights).sum() / (n * dense_logits.shape[1])
+  return jax.lax.map(chunk_loss, weights).sum() / (n * r)

@@ -4,6 +4,7 @@ Without --config it trains the embedded default (configs/default.py: a small CNN
 Override any config key on the command line, e.g. `--config.method=erm --config.multimix.n=10000`.
 """
 
+import logging as std_logging  # absl.logging.WARNING is an absl verbosity, not a record level
 import os
 import sys
 
@@ -30,7 +31,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num
 
 def _quiet_orbax(record):
   """Keeps Orbax's per-save INFO lines (dozens a checkpoint) out of the console; its warnings still show."""
-  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):

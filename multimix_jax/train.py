@@ -72,7 +72,7 @@ def validate_config(config, num_devices, num_processes=1):
   need(mm.scope in ('device', 'global'), f"multimix.scope={mm.scope!r} must be 'device' or 'global'.")
   need(mm.confidence in interpolation.CONFIDENCE_KINDS,
        f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
-  need(mm.chunk_size >= 0, f'multimix.chunk_size={mm.chunk_size} must be >= 0 (0: no chunking).')
+  need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
   need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
   need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')

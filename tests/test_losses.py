@@ -56,3 +56,18 @@ def test_dense_loss_in_chunks_equals_all_at_once(n, chunk_size):
   np.testing.assert_allclose(jax.grad(loss)(logits, chunk_size), jax.grad(loss)(logits, 0), atol=1e-6)
   Zt, Yt = mm.sample_dense_interpolation(KEY, logits, Y, A, 4, 0.5, n=n)
   np.testing.assert_allclose(loss(logits, 0), mm.soft_cross_entropy(Zt, Yt, label_smoothing=0.1), rtol=1e-6)
+
+
+def test_automatic_chunks_bound_the_largest_array():
+  assert mm.losses.dense_chunk_size(1000, 128, 49, 1000) == 0  # 49M elements: fits 2**26
+  rows = mm.losses.dense_chunk_size(10000, 128, 49, 1000)  # 490M: equal chunks that fit
+  assert rows * 49 * 1000 <= 2**26 and -(-10000 // rows) == 8 and rows == 1250
+  rows = mm.losses.dense_chunk_size(10001, 128, 49, 1000)
+  assert -(-10001 // rows) * rows - 10001 < -(-10001 // rows)  # equal chunks: under one padded row per chunk
+  assert mm.losses.dense_chunk_size(10000, 128, 16, 10) == 0  # the small CNN: n·r·b is small
+  assert mm.losses.dense_chunk_size(10, 4, 3, 5, budget=60) == 4  # 4 rows of 3 x 5 fit: 10 rows in 3 chunks of 4
+  logits = jax.random.normal(KEY, (6, 4, 5))
+  Y = jax.nn.one_hot(jnp.arange(6) % 5, 5)
+  A = mm.confidence_map(jax.random.normal(KEY, (6, 4, 3)), 'uniform')
+  auto = mm.dense_multimix_loss(KEY, logits, Y, A, 6, 1.0, n=40, chunk_size=-1)
+  np.testing.assert_allclose(auto, mm.dense_multimix_loss(KEY, logits, Y, A, 6, 1.0, n=40, chunk_size=0), rtol=1e-6)
