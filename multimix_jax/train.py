@@ -255,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for hook in hooks:
         hook(step)
       if step % config.log_every_steps == 0 or step == num_steps:
-        summary = {f'train_{k}': np.mean([dp.metrics(m)[k] for m in train_metrics]) for k in ('loss', 'accuracy')}
+        fetched = [dp.metrics(m) for m in train_metrics]
+        summary = {f'train_{k}': np.mean([m[k] for m in fetched]) for k in ('loss', 'accuracy')}
         summary['learning_rate'] = float(lr_schedule(step - 1))
         writer.write_scalars(step, summary)
         train_metrics = []
