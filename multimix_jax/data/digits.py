@@ -5,7 +5,6 @@ The train/test split is fixed (stratified, 20 % test, `random_state=0`): 1,437 t
 Preparing reads the copy shipped inside scikit-learn and never touches the network.
 """
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -18,12 +17,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS's default resolves a package through the `importlib_resources` backport, absent on Python >= 3.9.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

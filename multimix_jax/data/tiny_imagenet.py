@@ -10,7 +10,6 @@ decode to three equal channels).
 import posixpath
 import zipfile
 
-from etils import epath
 import tensorflow_datasets as tfds
 
 ARCHIVE = 'tiny-imagenet-200.zip'
@@ -26,12 +25,6 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   Download http://cs231n.stanford.edu/{ARCHIVE} (about 240 MB) and place it, not extracted, in the manual
   directory: <data_dir>/downloads/manual/{ARCHIVE} by default.
   """
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS's default resolves a package through the `importlib_resources` backport, absent on Python >= 3.9.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
