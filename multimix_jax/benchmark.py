@@ -237,14 +237,6 @@ def synthetic_batch(dp, key, b, image_shape, num_classes):
   return jax.jit(functools.partial(make, size=b * len(dp.devices)), out_shardings=sharding)(key)
 
 
-def place(dp, host_tree):
-  """Host pytree -> fresh device buffers in the step's replicated layout (each method donates its own state)."""
-  tree = dp.put_state(host_tree)
-  if dp.parallelism == 'pmap':
-    tree = jax.pmap(lambda x: x, devices=dp.devices)(tree)
-  return tree
-
-
 def memory_analysis(compiled):
   """XLA's memory figures for one device of a compiled step (bytes), or None where the backend gives none."""
   try:
@@ -281,7 +273,7 @@ class _Method:
     self.compiled, self.memory, self.metrics, self.error = None, None, None, None
     self.lower_s = self.compile_s = None
     try:
-      self.state = place(dp, host_state)
+      self.state = dp.put_state(host_state)  # fresh buffers: each method donates its own
       jitted = dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn, config=branch.config)
       started = time.perf_counter()
       lowered = jitted.lower(self.state, batch, key)
@@ -320,7 +312,7 @@ def _build(setting, *, parallelism, chunk_size, only=None, log=print):
   init_key, data_key, train_key = jax.random.split(jax.random.key(0), 3)
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, setting.image_shape))
   batch = synthetic_batch(dp, data_key, setting.batch_size, setting.image_shape, setting.num_classes)
-  key = place(dp, jax.random.key_data(train_key))
+  key = dp.put_state(jax.random.key_data(train_key))
   compiled = []
   for branch in branches:
     method = _Method(branch, dp, model, tx, host_state, batch, key)

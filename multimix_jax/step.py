@@ -149,9 +149,10 @@ class DataParallel:
     self.num_local_devices = sum(d.process_index == jax.process_index() for d in self.devices)
 
   def put_state(self, tree):
-    """Host or device pytree (the same on every process) -> replicated for the step."""
-    if self.parallelism == 'pmap':  # pmap shards the leading axis over the local devices on the first call
-      return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices, *np.shape(x))), tree)
+    """Host or device pytree (the same on every process) -> fresh device buffers, replicated for the step."""
+    if self.parallelism == 'pmap':  # one copy per local device, placed by an identity pmap
+      copies = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices, *np.shape(x))), tree)
+      return jax.pmap(lambda x: x, axis_name=AXIS, devices=self.devices)(copies)
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def put_batch(self, batch):
