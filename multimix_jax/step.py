@@ -185,6 +185,4 @@ class DataParallel:
 
   def metrics(self, tree):
     """Step outputs (replicated) -> host floats."""
-    if self.parallelism == 'pmap':
-      tree = jax.tree.map(lambda x: x[0], tree)
-    return jax.tree.map(float, jax.device_get(tree))
+    return jax.tree.map(float, self.get_state(tree))

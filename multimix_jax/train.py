@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import statistics
+import threading
 import time
 
 import jax
@@ -127,7 +128,7 @@ class _Preemption:
     self._previous = None
 
   def __enter__(self):
-    if jax.process_count() == 1 and _in_main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
@@ -144,11 +145,6 @@ class _Preemption:
     if jax.process_count() > 1:  # jax.distributed's preemption service syncs every process on one step
       return multihost_utils.reached_preemption_sync_point(step)
     return self.requested
-
-
-def _in_main_thread():
-  import threading  # pylint: disable=g-import-not-at-top
-  return threading.current_thread() is threading.main_thread()
 
 
 def _write_json(path, obj):
