@@ -1,124 +1,199 @@
-"""Mixing methods of the trainer: each is a loss function, and the registry says how a step picks among them.
+"""Mixing methods of the trainer: each is built from a run's config into the schedule a step draws from.
 
-A loss function runs inside the per-device train step:
+`METHODS[name](config)` returns the method's mixing schedule, a list of `Branch(probability, loss_fn)`. Building
+binds every hyperparameter the method reads (n, m, α or its range, scope, confidence, label smoothing, ...) as
+plain Python values, so no config object reaches traced code and the step knows nothing about any method. The host
+draws one branch per step and runs a step compiled for it: each compiled step holds one branch only, since a
+`lax.cond` between the branches made a small CNN step 18× slower on CPU.
 
-    loss_fn(ctx, images, targets, key) -> (loss, (logits, logit_targets, batch_stats))
+A loss function runs inside the per-device train step (`multimix_jax.step.train_step`):
 
-with images (b, H, W, C) and one-hot targets (b, c) of this device, `key` unique to this step and device, and
-`ctx` a `Context`. It returns the scalar loss and, for the training-accuracy metric, logits (b, c) of the
-examples it forwarded with the targets they are scored against.
+    loss_fn(forward, images, targets, key) -> (loss, (logits, logit_targets, updates))
 
-`METHODS[name](config)` returns the mixing schedule: a list of (probability, loss_fn). The host draws one entry
-per step and runs a step compiled for it, so each compiled step holds one branch only (SPEC §2: a `lax.cond`
-between branches made a small step 18x slower on CPU). A new method is one function and one registry line.
+- `forward(images, **kwargs) -> ((features, logits), updates)`: the model in training mode (the keyword
+  arguments of `multimix_jax.models`: `dense`, `mix_stage`, `mix_fn`); `updates` are the model's new mutable
+  collections (BatchNorm statistics, sown intermediates), returned as they are.
+- images (b, H, W, C) and one-hot targets (b, c) of this device.
+- `key`: this step's key, the same on every device; `_split(key)` gives the step-wide and per-device keys.
+- It returns the scalar loss and, for the training-accuracy metric, logits (b, c) of the examples it forwarded
+  with the targets they are scored against.
+
+Adding a method is one builder (config -> schedule) and one line in `METHODS`.
 """
 
-import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
+from multimix_jax import alignment
 from multimix_jax import interpolation
 from multimix_jax import losses
+from multimix_jax.step import AXIS
 
 
-@dataclasses.dataclass(frozen=True)
-class Context:
-  """What a loss function may use besides its batch.
-
-  forward: (images, *, dense=False, mix_stage=None, mix_fn=None) -> ((features, logits), batch_stats); the
-    model in training mode (see multimix_jax.models for the arguments).
-  config: the run's ConfigDict.
-  alpha: MultiMix's Dirichlet concentration for this step (drawn per step when config gives a range).
-  gather: all-gathers a per-device array over the data axis when MultiMix's scope is 'global', else identity.
-  """
-  forward: Callable[..., Any]
-  config: ml_collections.ConfigDict
-  alpha: Any
-  gather: Callable[[jax.Array], jax.Array]
-
-  def loss(self, logits, targets):
-    return losses.soft_cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
-
-  def tuple_length(self, b):
-    """MultiMix's m for a batch of b: config.multimix.m, where 0 means the whole batch."""
-    return self.config.multimix.m or b
+class Branch(NamedTuple):
+  """One entry of a mixing schedule: the host runs `loss_fn` on a step with this probability."""
+  probability: float
+  loss_fn: Callable[..., Any]
 
 
-def erm(ctx, images, targets, key):
+def _split(key):
+  """A step's key -> (key shared by every device, key of this device): one draw per step, one mix per device."""
+  shared, mixing = jax.random.split(key)
+  return shared, jax.random.fold_in(mixing, jax.lax.axis_index(AXIS))
+
+
+def _all_gather(x):
+  return jax.lax.all_gather(x, AXIS, tiled=True)
+
+
+def _draw_alpha(key, alpha):
+  """α itself, or α ~ U(lo, hi) drawn once per step (the same on every device) when `alpha` is a range (lo, hi)."""
+  if isinstance(alpha, tuple):
+    lo, hi = alpha
+    return jax.random.uniform(key, (), minval=lo, maxval=hi)
+  return alpha
+
+
+# ----------------------------------------------------------------------------------------------- loss functions
+
+
+def erm(forward, images, targets, key, *, label_smoothing):
   del key
-  (_, logits), batch_stats = ctx.forward(images)
-  return ctx.loss(logits, targets), (logits, targets, batch_stats)
+  (_, logits), updates = forward(images)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def input_mixup(ctx, images, targets, key):
-  images, targets = interpolation.input_mixup(key, images, targets, ctx.config.mixup_alpha)
-  (_, logits), batch_stats = ctx.forward(images)
-  return ctx.loss(logits, targets), (logits, targets, batch_stats)
+def input_mixup(forward, images, targets, key, *, alpha, mode, label_smoothing):
+  """Mixup of the images with a permutation of the batch, λ ~ Beta(α, α) (Zhang et al. 2018)."""
+  images, targets = interpolation.input_mixup(_split(key)[1], images, targets, alpha, mode=mode)
+  (_, logits), updates = forward(images)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def cutmix(ctx, images, targets, key):
-  images, targets = interpolation.cutmix(key, images, targets, ctx.config.mixup_alpha)
-  (_, logits), batch_stats = ctx.forward(images)
-  return ctx.loss(logits, targets), (logits, targets, batch_stats)
+def cutmix(forward, images, targets, key, *, alpha, mode, label_smoothing):
+  """A box of the partner pasted in, λ corrected to the pasted area (Yun et al. 2019)."""
+  images, targets = interpolation.cutmix(_split(key)[1], images, targets, alpha, mode=mode)
+  (_, logits), updates = forward(images)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def manifold_mixup(ctx, images, targets, key, *, stage):
+def manifold_mixup(forward, images, targets, key, *, stage, alpha, mode, label_smoothing):
   """Pairwise mixup of the hidden state after `stage` (0: the input) (Verma et al. 2019)."""
-  perm, lam = interpolation.sample_pairing(key, images.shape[0], ctx.config.mixup_alpha)
+  perm, lam = interpolation.sample_pairing(_split(key)[1], images.shape[0], alpha, mode=mode)
   mix = functools.partial(interpolation.mix_pair, perm=perm, lam=lam)
-  (_, logits), batch_stats = ctx.forward(images, mix_stage=stage, mix_fn=mix)
+  (_, logits), updates = forward(images, mix_stage=stage, mix_fn=mix)
   targets = mix(targets)
-  return ctx.loss(logits, targets), (logits, targets, batch_stats)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def multimix(ctx, images, targets, key):
-  """MultiMix on the logits of the clean batch (linear-head identity, SPEC §2)."""
-  (_, logits), batch_stats = ctx.forward(images)
-  mixed_logits, mixed_targets = ctx.gather(logits), ctx.gather(targets)
-  cfg = ctx.config
-  loss = losses.multimix_loss(key, mixed_logits, mixed_targets, ctx.tuple_length(mixed_logits.shape[0]), ctx.alpha,
-                              n=cfg.multimix.n, label_smoothing=cfg.label_smoothing)
-  return loss, (logits, targets, batch_stats)
+def multimix(forward, images, targets, key, *, n, m, alpha, scope, label_smoothing):
+  """MultiMix on the logits of the clean batch: interpolating logits equals classifying interpolated embeddings
+  for an affine head, at the cost of O(n·b·c).
+
+  m = 0 mixes the whole batch (m = b); scope 'global' mixes the all-gathered batch of every device.
+  """
+  alpha_key, mix_key = _split(key)
+  (_, logits), updates = forward(images)
+  gather = _all_gather if scope == 'global' else (lambda x: x)
+  all_logits, all_targets = gather(logits), gather(targets)
+  loss = losses.multimix_loss(mix_key, all_logits, all_targets, m or all_logits.shape[0],
+                              _draw_alpha(alpha_key, alpha), n=n, label_smoothing=label_smoothing)
+  return loss, (logits, targets, updates)
 
 
-def dense_multimix(ctx, images, targets, key):
-  """Dense MultiMix on the dense logits, weighted by the confidence map (SPEC §3)."""
-  (features, dense_logits), batch_stats = ctx.forward(images, dense=True)
-  b, h, w, d = features.shape
-  features = features.reshape(b, h * w, d)
-  dense_logits = dense_logits.reshape(b, h * w, -1)
-  cfg = ctx.config
-  A = interpolation.confidence_map(features, cfg.multimix.confidence, logits=dense_logits, labels=targets)
-  mixed_logits, mixed_targets, A = ctx.gather(dense_logits), ctx.gather(targets), ctx.gather(A)
-  loss = losses.dense_multimix_loss(key, mixed_logits, mixed_targets, A, ctx.tuple_length(mixed_logits.shape[0]),
-                                    ctx.alpha, n=cfg.multimix.n, chunk_size=cfg.multimix.chunk_size,
-                                    label_smoothing=cfg.label_smoothing)
+def dense_multimix(forward, images, targets, key, *, n, m, alpha, scope, confidence, chunk_size, label_smoothing):
+  """Dense MultiMix on the dense logits (the head at every position), weighted by the confidence map."""
+  alpha_key, mix_key = _split(key)
+  (features, dense_logits), updates = forward(images, dense=True)
+  b, c = targets.shape
+  features = features.reshape(b, -1, features.shape[-1])
+  dense_logits = dense_logits.reshape(b, -1, c)
+  # A ViT sows the attention each token receives in its last block (the 'attention' confidence); other models none.
+  attention = updates.get('intermediates', {}).get('attention', (None,))[-1]
+  A = interpolation.confidence_map(features, confidence, logits=dense_logits, labels=targets, attention=attention)
+  gather = _all_gather if scope == 'global' else (lambda x: x)
+  all_logits, all_targets, A = gather(dense_logits), gather(targets), gather(A)
+  loss = losses.dense_multimix_loss(mix_key, all_logits, all_targets, A, m or all_logits.shape[0],
+                                    _draw_alpha(alpha_key, alpha), n=n, chunk_size=chunk_size,
+                                    label_smoothing=label_smoothing)
   # The mean over positions of the dense logits is the pooled logits (affine head).
-  return loss, (dense_logits.mean(axis=1), targets, batch_stats)
+  return loss, (dense_logits.mean(axis=1), targets, updates)
 
 
-def _multimix_schedule(loss_fn):
-  """`loss_fn` with probability config.multimix.prob, else config.multimix.alternative (SPEC §2)."""
+def alignmixup(forward, images, targets, key, *, alpha, mode, epsilon, max_iterations, threshold, label_smoothing):
+  """AlignMixup (Venkataramanan et al. 2022) on the last feature map before pooling, as the authors' code.
 
-  def schedule(config):
-    prob, alternative = config.multimix.prob, ALTERNATIVES[config.multimix.alternative]
-    return [(p, fn) for p, fn in ((prob, loss_fn), (1.0 - prob, alternative)) if p > 0]
+  Each map is paired with a random partner, an entropic transport plan between their positions (squared Euclidean
+  cost, no gradient) aligns one to the other (which, a fair coin per step), and the two are mixed with
+  λ ~ Beta(α, α), pooled and classified; targets mix with the same λ (`alignment.aligned_mix`). The mix is applied
+  to the dense logits, which equals classifying the mixed map for the affine head: every model thus mixes where the
+  authors' do, at the map it pools (after WideResNet's final BN-ReLU, which `mix_stage` would precede).
+  """
+  direction_key, pair_key = jax.random.split(_split(key)[1])
+  (features, dense_logits), updates = forward(images, dense=True)
+  b, c = targets.shape
+  features = features.reshape(b, -1, features.shape[-1])
+  perm, lam = interpolation.sample_pairing(pair_key, b, alpha, mode=mode)
+  plan = alignment.sinkhorn_plan(alignment.squared_distances(features, features[perm]), epsilon=epsilon,
+                                 max_iterations=max_iterations, threshold=threshold)
+  direction = jax.random.bernoulli(direction_key).astype(jnp.int32)
+  logits = alignment.aligned_mix(dense_logits.reshape(b, -1, c), perm, lam, plan, direction).mean(axis=1)
+  targets = interpolation.mix_pair(targets, perm, lam)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
-  return schedule
+
+# ---------------------------------------------------------------------------------------------------- builders
 
 
-ALTERNATIVES = {'input_mixup': input_mixup, 'erm': erm}
+def _pairwise_args(config):
+  return dict(alpha=config.mixup_alpha, mode=config.mixup_mode, label_smoothing=config.label_smoothing)
 
-METHODS = {
-    'erm': lambda config: [(1.0, erm)],
-    'input_mixup': lambda config: [(1.0, input_mixup)],
-    'cutmix': lambda config: [(1.0, cutmix)],
-    'manifold_mixup': lambda config: [(1 / 3, functools.partial(manifold_mixup, stage=k)) for k in range(3)],
-    'multimix': _multimix_schedule(multimix),
-    'dense_multimix': _multimix_schedule(dense_multimix),
-    # SPEC §2's control: MultiMix's branch replaced by ERM, to tell MultiMix's effect from the coin flip's.
-    'erm_or_input_mixup': _multimix_schedule(erm),
+
+def _multimix_args(config):
+  mm = config.multimix
+  alpha = tuple(float(a) for a in mm.alpha_range) if mm.alpha_range is not None else float(mm.alpha)
+  return dict(n=mm.n, m=mm.m, alpha=alpha, scope=mm.scope, label_smoothing=config.label_smoothing)
+
+
+def _with_alternative(loss_fn, config):
+  """`loss_fn` on a mini-batch with probability multimix.prob, else multimix.alternative: the paper's protocol
+  alternates MultiMix with input mixup, as Manifold Mixup's code alternates its stages."""
+  prob = config.multimix.prob
+  alternative = ALTERNATIVES[config.multimix.alternative](config)
+  return [Branch(p, fn) for p, fn in ((prob, loss_fn), (1.0 - prob, alternative)) if p > 0]
+
+
+def _alignmixup(config):
+  """The authors' protocol: per mini-batch, a fair coin (alignmixup.prob) between the aligned mix at the last
+  feature map and input mixup, both with λ ~ Beta(alignmixup.alpha, alignmixup.alpha)."""
+  al = config.alignmixup
+  pairwise = dict(alpha=float(al.alpha), mode=config.mixup_mode, label_smoothing=config.label_smoothing)
+  aligned = functools.partial(alignmixup, epsilon=float(al.epsilon), max_iterations=int(al.max_iterations),
+                              threshold=float(al.threshold), **pairwise)
+  return [Branch(p, fn) for p, fn in ((al.prob, aligned), (1.0 - al.prob, functools.partial(input_mixup, **pairwise)))
+          if p > 0]
+
+
+ALTERNATIVES: dict[str, Callable[[ml_collections.ConfigDict], Callable[..., Any]]] = {
+    'input_mixup': lambda config: functools.partial(input_mixup, **_pairwise_args(config)),
+    'erm': lambda config: functools.partial(erm, label_smoothing=config.label_smoothing),
+}
+
+METHODS: dict[str, Callable[[ml_collections.ConfigDict], list[Branch]]] = {
+    'erm': lambda config: [Branch(1.0, ALTERNATIVES['erm'](config))],
+    'input_mixup': lambda config: [Branch(1.0, ALTERNATIVES['input_mixup'](config))],
+    'cutmix': lambda config: [Branch(1.0, functools.partial(cutmix, **_pairwise_args(config)))],
+    'manifold_mixup': lambda config: [
+        Branch(1 / 3, functools.partial(manifold_mixup, stage=k, **_pairwise_args(config))) for k in range(3)],
+    'multimix': lambda config: _with_alternative(functools.partial(multimix, **_multimix_args(config)), config),
+    'dense_multimix': lambda config: _with_alternative(
+        functools.partial(dense_multimix, confidence=config.multimix.confidence,
+                          chunk_size=config.multimix.chunk_size, **_multimix_args(config)), config),
+    # The control: MultiMix's branch replaced by ERM, to tell MultiMix's effect from the coin flip's.
+    'erm_or_input_mixup': lambda config: _with_alternative(ALTERNATIVES['erm'](config), config),
+    'alignmixup': _alignmixup,
 }

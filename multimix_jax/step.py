@@ -16,8 +16,6 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from multimix_jax import methods
-
 AXIS = 'data'
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -30,8 +28,19 @@ class TrainState:
   opt_state: Any
 
 
+def _kernels_only(params):
+  """True at the weight matrices and convolution kernels ('kernel' leaves); False at biases, normalisation
+  parameters and position embeddings, which DeiT's AdamW (timm's weight-decay filter) does not decay."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
 def create_optimizer(config, steps_per_epoch):
-  """SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD), and its lr schedule."""
+  """The optimiser `config.optimizer` and its lr schedule.
+
+  'sgd': SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD). 'adamw': Adam with decoupled
+  weight decay (PyTorch's AdamW: p -= lr · (adam step + weight_decay · p)), betas `config.adam_betas`. With
+  `config.weight_decay_kernels_only` only 'kernel' parameters are decayed (DeiT), else every parameter.
+  """
   warmup = int(config.warmup_epochs * steps_per_epoch)
   total = num_train_steps(config, steps_per_epoch)
   if config.schedule == 'cosine':
@@ -42,7 +51,11 @@ def create_optimizer(config, steps_per_epoch):
     if warmup:
       schedule = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), schedule],
                                       [warmup])
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+  mask = _kernels_only if config.weight_decay_kernels_only else None
+  if config.optimizer == 'adamw':
+    b1, b2 = config.adam_betas
+    return optax.adamw(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay, mask=mask), schedule
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
                    optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
   return tx, schedule
 
@@ -63,58 +76,44 @@ def create_train_state(key, model, tx, image_shape):
   return init(key)
 
 
-def train_step(state, batch, key, *, model, tx, loss_fn, config):
+def train_step(state, batch, key, *, model, tx, loss_fn):
   """One SGD step on this device's batch; gradients and BatchNorm statistics are averaged over devices.
 
   Args:
     state: TrainState, the same on every device.
     batch: {'image': (b, H, W, C) float32, 'label': (b,) int32}, this device's share of the global batch.
-    key: raw data (jax.random.key_data) of the run's root key, the same on every device; the step's key is
-      folded from it with the step, and the mixing key with the device index, so no key is used twice.
-    model, tx: the Flax model and the optax optimiser.
-    loss_fn: one entry of the method's mixing schedule (multimix_jax.methods).
-    config: the run's ConfigDict.
+    key: raw data (jax.random.key_data) of the run's root key, the same on every device; the step's key is folded
+      from it with the step, so no key is used twice.
+    model, tx: the Flax model (with its `num_classes`) and the optax optimiser.
+    loss_fn: one branch of a method's mixing schedule, with its hyperparameters bound (multimix_jax.methods).
 
   Returns:
-    (new state, metrics {'loss', 'accuracy'} averaged over devices).
+    (new state, metrics averaged over devices: 'loss', 'accuracy', and 'finite', 1 where the loss and every
+    new parameter are finite on every device).
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(key), state.step)
-  alpha_key, mix_key = jax.random.split(step_key)
-  device_key = jax.random.fold_in(mix_key, jax.lax.axis_index(AXIS))
-  targets = jax.nn.one_hot(batch['label'], config.num_classes)
+  targets = jax.nn.one_hot(batch['label'], model.num_classes)
 
   def compute_loss(params):
     def forward(images, **kwargs):
-      outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-                                     mutable=['batch_stats'], **kwargs)
-      return outputs, updates['batch_stats']
+      return model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+                         mutable=['batch_stats', 'intermediates'], **kwargs)
 
-    ctx = methods.Context(forward=forward, config=config, alpha=_multimix_alpha(alpha_key, config),
-                          gather=_gather if config.multimix.scope == 'global' else lambda x: x)
-    return loss_fn(ctx, batch['image'], targets, device_key)
+    return loss_fn(forward, batch['image'], targets, step_key)
 
   # Parameters enter the step replicated; made device-varying, their gradient is this device's own (shard_map
   # would otherwise sum it over devices), so the mean below is right under shard_map and pmap alike.
   params = jax.lax.pcast(state.params, AXIS, to='varying')
-  (loss, (logits, logit_targets, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
+  (loss, (logits, logit_targets, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
   grads = jax.lax.pmean(grads, AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        batch_stats=jax.lax.pmean(batch_stats, AXIS), opt_state=opt_state)
+  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, param_updates)
+  state = state.replace(step=state.step + 1, params=new_params,
+                        batch_stats=jax.lax.pmean(updates.get('batch_stats', state.batch_stats), AXIS),
+                        opt_state=opt_state)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(logit_targets, -1))
-  return state, jax.lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
-
-
-def _multimix_alpha(key, config):
-  """alpha ~ U(lo, hi) once per step when config.multimix.alpha_range is set, else the fixed alpha."""
-  if config.multimix.alpha_range is None:
-    return config.multimix.alpha
-  lo, hi = config.multimix.alpha_range
-  return jax.random.uniform(key, (), minval=lo, maxval=hi)
-
-
-def _gather(x):
-  return jax.lax.all_gather(x, AXIS, tiled=True)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(new_params)]))
+  return state, jax.lax.pmean({'loss': loss, 'accuracy': accuracy, 'finite': finite.astype(jnp.float32)}, AXIS)
 
 
 def eval_step(state, batch, *, model):
@@ -169,7 +168,7 @@ class DataParallel:
     return jax.device_get(tree)
 
   def train_step(self, **kwargs):
-    """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx, loss_fn, config."""
+    """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx and loss_fn."""
     body = functools.partial(train_step, **kwargs)
     if self.parallelism == 'pmap':
       return jax.pmap(body, axis_name=AXIS, devices=self.devices, donate_argnums=0)

@@ -35,8 +35,16 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
-class ConfigError(ValueError):
+class RunError(Exception):
+  """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
+
+
+class ConfigError(RunError, ValueError):
   """A config value or workdir that cannot work; raised before any work starts."""
+
+
+class NonFiniteError(RunError):
+  """The loss or a parameter became NaN or infinite; the run stops before a checkpoint of it is written."""
 
 
 def validate_config(config, num_devices, num_processes=1):
@@ -53,6 +61,9 @@ def validate_config(config, num_devices, num_processes=1):
   need(config.dtype in step_lib.DTYPES, f'dtype={config.dtype!r} must be one of {sorted(step_lib.DTYPES)}.')
   need(config.parallelism in ('shard_map', 'pmap'), f"parallelism={config.parallelism!r} must be 'shard_map' or 'pmap'.")
   need(config.schedule in ('piecewise', 'cosine'), f"schedule={config.schedule!r} must be 'piecewise' or 'cosine'.")
+  need(config.optimizer in ('sgd', 'adamw'), f"optimizer={config.optimizer!r} must be 'sgd' or 'adamw'.")
+  need(len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas),
+       f'adam_betas={tuple(config.adam_betas)} must be (b1, b2) with 0 <= b1, b2 < 1.')
   for name in ('batch_size', 'eval_batch_size'):
     value = config[name]
     need(value > 0 and value % num_devices == 0,
@@ -73,8 +84,21 @@ def validate_config(config, num_devices, num_processes=1):
   need(mm.scope in ('device', 'global'), f"multimix.scope={mm.scope!r} must be 'device' or 'global'.")
   need(mm.confidence in interpolation.CONFIDENCE_KINDS,
        f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
+  if mm.confidence == 'attention' and config.model in models.MODELS:
+    need(getattr(models.MODELS[config.model], 'sows_attention', False),
+         f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
+         f"model={config.model!r} does not: choose another confidence.")
   need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
   need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
+  al = config.alignmixup
+  need(al.alpha > 0, f'alignmixup.alpha={al.alpha} must be > 0.')
+  need(0.0 <= al.prob <= 1.0, f'alignmixup.prob={al.prob} must be in [0, 1].')
+  need(al.epsilon > 0, f'alignmixup.epsilon={al.epsilon} must be > 0 (the entropic regularisation).')
+  need(isinstance(al.max_iterations, int) and al.max_iterations >= 1,
+       f'alignmixup.max_iterations={al.max_iterations!r} must be an int >= 1.')
+  need(al.threshold >= 0, f'alignmixup.threshold={al.threshold} must be >= 0 (0: always max_iterations).')
+  need(config.mixup_mode in interpolation.MIXUP_MODES,
+       f'mixup_mode={config.mixup_mode!r} must be one of {interpolation.MIXUP_MODES}.')
   need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
   need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
@@ -183,6 +207,17 @@ def evaluate(dp, eval_step, state, config, info):
           'loss': totals['loss'] / count, 'count': count}
 
 
+def _check_finite(fetched, last_saved, workdir):
+  """Raises NonFiniteError at the first fetched step whose loss or parameters are not finite."""
+  for step, metrics in fetched:
+    if metrics['finite'] < 1.0:
+      resume = (f'the last good checkpoint is step {last_saved} in {workdir / "checkpoints"}' if last_saved else
+                'no checkpoint was written')
+      raise NonFiniteError(
+          f'the loss or the parameters became NaN or infinite at step {step} (loss {metrics["loss"]}); the run '
+          f'stopped and {resume}. Lower learning_rate, or check the data and the method\'s hyperparameters.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
   workdir = epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))  # gs:// stays as it is
@@ -223,8 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     history = [h for h in json.loads(history_path.read_text()) if h['step'] <= start_step]
 
   schedule = methods.METHODS[config.method](config)
-  probabilities = np.array([p for p, _ in schedule]) / sum(p for p, _ in schedule)
-  train_steps = [dp.train_step(model=model, tx=tx, loss_fn=fn, config=config) for _, fn in schedule]
+  probabilities = np.array([branch.probability for branch in schedule])
+  train_steps = [dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn) for branch in schedule]
   eval_step = dp.eval_step(model=model)
 
   writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
@@ -240,36 +275,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.model, config.dataset, config.method, jax.devices()[0].platform, num_steps, steps_per_epoch,
                start_step, jax.device_count())
   started = time.time()
-  step, train_metrics, preempted = start_step, [], False
-  with _Preemption() as preemption:
-    while step < num_steps:
-      # The host picks the step's mixing branch from (seed, step): the same on every process and on resume.
-      branch = np.random.default_rng([config.seed, step]).choice(len(schedule), p=probabilities)
-      state, metrics = train_steps[branch](state, dp.put_batch(next(train_iter)), key)
-      step += 1
-      train_metrics.append(metrics)
-      for hook in hooks:
-        hook(step)
-      if step % config.log_every_steps == 0 or step == num_steps:
-        fetched = [dp.metrics(m) for m in train_metrics]
-        summary = {f'train_{k}': np.mean([m[k] for m in fetched]) for k in ('loss', 'accuracy')}
-        summary['learning_rate'] = float(lr_schedule(step - 1))
-        writer.write_scalars(step, summary)
-        train_metrics = []
-      preempted = preemption.reached(step)
-      if step % eval_every == 0 or step == num_steps:
-        result = evaluate(dp, eval_step, state, config, info)
-        writer.write_scalars(step, {f'eval_{k}': v for k, v in result.items() if k != 'count'})
-        history.append({'step': step, **result})
-        _write_json(history_path, history)
-      if step % checkpoint_every == 0 or step == num_steps or preempted:
-        checkpoints.save(step, args=ocp.args.StandardSave(dp.get_state(state)))
-      if preempted:
-        logging.warning('Preempted: checkpoint saved at step %d; rerun the same command to resume.', step)
-        break
-  checkpoints.wait_until_finished()
-  checkpoints.close()
-  writer.flush()
+  step, pending, fetched, preempted = start_step, [], [], False
+  last_saved = start_step or None
+  try:
+    with _Preemption() as preemption:
+      while step < num_steps:
+        # The host picks the step's mixing branch from (seed, step): the same on every process and on resume.
+        branch = np.random.default_rng([config.seed, step]).choice(len(schedule), p=probabilities)
+        state, metrics = train_steps[branch](state, dp.put_batch(next(train_iter)), key)
+        step += 1
+        pending.append((step, metrics))
+        for hook in hooks:
+          hook(step)
+        preempted = preemption.reached(step)
+        logging_now = step % config.log_every_steps == 0 or step == num_steps
+        evaluating = step % eval_every == 0 or step == num_steps
+        saving = step % checkpoint_every == 0 or step == num_steps or preempted
+        if logging_now or evaluating or saving:  # metrics reach the host here only: no sync on other steps
+          fetched += [(s, dp.metrics(m)) for s, m in pending]
+          pending = []
+          _check_finite(fetched, last_saved, workdir)
+        if logging_now:
+          summary = {f'train_{k}': np.mean([m[k] for _, m in fetched]) for k in ('loss', 'accuracy')}
+          summary['learning_rate'] = float(lr_schedule(step - 1))
+          writer.write_scalars(step, summary)
+          fetched = []
+        if evaluating:
+          result = evaluate(dp, eval_step, state, config, info)
+          writer.write_scalars(step, {f'eval_{k}': v for k, v in result.items() if k != 'count'})
+          history.append({'step': step, **result})
+          _write_json(history_path, history)
+        if saving:
+          checkpoints.save(step, args=ocp.args.StandardSave(dp.get_state(state)))
+          last_saved = step
+        if preempted:
+          logging.warning('Preempted: checkpoint saved at step %d; rerun the same command to resume.', step)
+          break
+  finally:  # a save still in flight completes, also when the run stops on an error
+    checkpoints.wait_until_finished()
+    checkpoints.close()
+    writer.flush()
 
   top1 = [h['top1'] for h in history]
   summary = {

@@ -1,7 +1,4 @@
-"""The data-parallel step on synthetic batches: wrappers agree, optimiser and schedule follow SPEC §5."""
-
-import importlib.util
-import os
+"""The data-parallel step on synthetic batches: wrappers agree, the optimiser is PyTorch's SGD, the schedules."""
 
 import jax
 import jax.numpy as jnp
@@ -11,15 +8,11 @@ import pytest
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from multimix_jax.configs import default
 
 
 def default_config():
-  spec = importlib.util.spec_from_file_location('default', os.path.join(REPO, 'configs', 'default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = default.get_config()
   config.multimix.n = 50
   return config
 
@@ -37,7 +30,7 @@ def run_steps(config, parallelism, loss_fn, num_steps=2, dtype=jnp.float32):
   tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
   state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, (8, 8, 1)))
   key = dp.put_state(jax.random.key_data(jax.random.key(1)))
-  train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn, config=config)
+  train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn)
   for i in range(num_steps):
     state, metrics = train_step(state, dp.put_batch(synthetic_batch(seed=i)), key)
   return dp.get_state(state), dp.metrics(metrics)
@@ -48,8 +41,9 @@ def distinct_branches():
   config = default_config()
   branches = {}
   for name in sorted(methods.METHODS):
-    for _, fn in methods.METHODS[name](config):
-      branches.setdefault(f'{getattr(fn, "func", fn).__name__}{getattr(fn, "keywords", "")}', fn)
+    for branch in methods.METHODS[name](config):
+      fn = branch.loss_fn
+      branches.setdefault(f'{fn.func.__name__}{fn.keywords.get("stage", "")}', fn)
   return sorted(branches.items())
 
 
@@ -68,7 +62,7 @@ def test_global_scope_and_synced_batch_norm_agree_across_wrappers():
   config.multimix.scope = 'global'
   config.multimix.m = 20  # tuples span devices: m > the per-device batch of 8
   config.sync_batch_stats = True
-  loss_fn = methods.METHODS['dense_multimix'](config)[0][1]
+  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
   (a, _), (b, _) = (run_steps(config, p, loss_fn) for p in ('shard_map', 'pmap'))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
 
@@ -78,7 +72,7 @@ def test_dense_loss_in_chunks_inside_the_step_equals_all_at_once():
   results = []
   for chunk_size in (0, 16):  # n = 50: three chunks of 16 and a padded one
     config.multimix.chunk_size = chunk_size
-    results.append(run_steps(config, 'shard_map', methods.dense_multimix))
+    results.append(run_steps(config, 'shard_map', methods.METHODS['dense_multimix'](config)[0].loss_fn))
   (a, metrics_a), (b, metrics_b) = results
   np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
@@ -86,7 +80,7 @@ def test_dense_loss_in_chunks_inside_the_step_equals_all_at_once():
 
 def test_bfloat16_compute_keeps_float32_parameters():
   config = default_config()
-  state, metrics = run_steps(config, 'shard_map', methods.multimix, dtype=jnp.bfloat16)
+  state, metrics = run_steps(config, 'shard_map', methods.METHODS['multimix'](config)[0].loss_fn, dtype=jnp.bfloat16)
   assert np.isfinite(metrics['loss'])
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype('float32')}
 
@@ -132,13 +126,15 @@ def test_each_device_and_step_mixes_with_its_own_key():
   key = dp.put_state(jax.random.key_data(jax.random.key(1)))
   seen = []
 
-  def recording_multimix(ctx, images, targets, key):
-    loss, aux = methods.multimix(ctx, images, targets, key)
+  multimix = methods.METHODS['multimix'](config)[0].loss_fn
+
+  def recording_multimix(forward, images, targets, key):
+    loss, aux = multimix(forward, images, targets, key)
     jax.debug.callback(lambda i, k: seen.append((int(i), tuple(np.asarray(k).ravel()))),
-                       jax.lax.axis_index(step_lib.AXIS), jax.random.key_data(key))
+                       jax.lax.axis_index(step_lib.AXIS), jax.random.key_data(methods._split(key)[1]))
     return loss, aux
 
-  train_step = dp.train_step(model=model, tx=tx, loss_fn=recording_multimix, config=config)
+  train_step = dp.train_step(model=model, tx=tx, loss_fn=recording_multimix)
   one = synthetic_batch(b=8)
   batch = {k: np.concatenate([v] * 4) for k, v in one.items()}
   for _ in range(2):

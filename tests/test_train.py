@@ -188,6 +188,22 @@ def test_workdir_of_another_run_or_unrelated_files_is_refused(data_dir, tmp_path
   assert os.listdir(tmp_path / 'mine') == ['notes.txt']
 
 
+def test_a_diverging_run_stops_before_writing_a_non_finite_checkpoint(data_dir, tmp_path):
+  config = small_config(data_dir, method='erm', learning_rate=1e30, num_train_steps=20, checkpoint_every_steps=1,
+                        log_every_steps=1, eval_every_steps=100)
+  with pytest.raises(train.NonFiniteError, match=r'became NaN or infinite at step (\d+).*last good checkpoint is step'
+                     ) as raised:
+    train.train_and_evaluate(config, str(tmp_path))
+  bad_step = int(raised.value.args[0].split('at step ')[1].split(' ')[0])
+  with ocp.CheckpointManager(os.path.join(tmp_path, 'checkpoints')) as manager:
+    steps = manager.all_steps()
+    assert steps and max(steps) == bad_step - 1  # every step before the bad one was saved, and nothing after
+    for step in steps:
+      restored = manager.restore(step)
+      assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored['params']))
+  assert not (tmp_path / 'summary.json').exists()
+
+
 def test_cli_reports_one_clear_error(tmp_path):
   result = subprocess.run([sys.executable, '-m', 'multimix_jax.main', f'--workdir={tmp_path / "run"}',
                            '--config.multimix.alpha=-1'], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -197,7 +213,7 @@ def test_cli_reports_one_clear_error(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
-CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, 'configs')) if f.endswith('.py'))
+CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, 'configs')) if f.endswith('.py') and f != '__init__.py')
 
 
 @pytest.mark.parametrize('name', CONFIGS)

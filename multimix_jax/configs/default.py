@@ -1,7 +1,7 @@
 """The embedded default: a small CNN on scikit-learn's handwritten digits, offline, a few minutes on a CPU.
 
-Every key a run reads is here; derived configs import this one and override a few keys. Override any key
-from the command line: `python -m multimix_jax.main --config=configs/default.py --config.method=erm`.
+Every key a run reads is here; derived configs import this one (or a config derived from it) and override a few
+keys. Override any key from the command line: `python -m multimix_jax.main --config.method=erm`.
 """
 
 import ml_collections
@@ -25,7 +25,10 @@ def get_config():
 
   # Mixing: one of multimix_jax.methods.METHODS.
   config.method = 'multimix'
-  config.mixup_alpha = 1.0  # Beta(alpha, alpha) of input_mixup, cutmix, manifold_mixup and MultiMix's other path
+  # Beta(alpha, alpha) of the pairwise path: input_mixup, cutmix, manifold_mixup and MultiMix's other branch.
+  config.mixup_alpha = 1.0
+  # 'batch': one lambda per mini-batch (the paper); 'elem': one per example; 'pair': one per pair of partners.
+  config.mixup_mode = 'batch'
   config.label_smoothing = 0.0
   config.multimix = ml_collections.ConfigDict()
   config.multimix.n = 1000  # interpolated examples per mini-batch
@@ -36,19 +39,36 @@ def get_config():
   config.multimix.prob = 0.5  # probability a mini-batch uses MultiMix; otherwise `alternative`
   config.multimix.alternative = 'input_mixup'  # or 'erm'
   config.multimix.scope = 'device'  # 'device': tuples within a device's batch (paper); 'global': whole batch
-  config.multimix.confidence = 'gap'  # dense_multimix: 'gap', 'gap_relu', 'cam' or 'uniform'
+  # dense_multimix: 'gap', 'gap_relu', 'cam', 'uniform', or 'attention' (Vision Transformers only).
+  config.multimix.confidence = 'gap'
   # Dense loss over chunks of this many of the n rows: bounds its memory at large n (0: all at once; -1: automatic,
   # chunks when an (n, r, c) array would pass 256 MiB).
   config.multimix.chunk_size = -1
+  # alignmixup (Venkataramanan et al. 2022), as the authors' code: per mini-batch, with probability `prob` the last
+  # feature maps are aligned by entropic optimal transport and mixed, else the images are (input mixup); both draw
+  # lambda ~ Beta(alpha, alpha) (their --alpha 2.0; mixup_mode applies). The plan: Sinkhorn on the raw squared
+  # distances, absolute epsilon, at most max_iterations, stopping early when the batch mean of the row potential's
+  # L1 change is below threshold (0: never early).
+  config.alignmixup = ml_collections.ConfigDict()
+  config.alignmixup.alpha = 2.0
+  config.alignmixup.prob = 0.5
+  config.alignmixup.epsilon = 0.1
+  config.alignmixup.max_iterations = 100
+  config.alignmixup.threshold = 0.1
 
-  # Optimisation (SPEC §5: SGD with momentum, L2 weight decay added to the gradient, piecewise schedule).
+  # Optimisation: SGD with momentum, L2 weight decay added to the gradient (PyTorch's SGD), piecewise schedule.
+  config.optimizer = 'sgd'  # or 'adamw' (decoupled weight decay, as PyTorch's AdamW)
   config.batch_size = 128  # global; split evenly over devices
   config.num_epochs = 100
   config.num_train_steps = -1  # > 0 overrides num_epochs
   config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.nesterov = False
+  config.momentum = 0.9  # sgd only
+  config.nesterov = False  # sgd only
+  config.adam_betas = (0.9, 0.999)  # adamw only
   config.weight_decay = 1e-4
+  # True: decay only weight matrices and convolution kernels, not biases, normalisation parameters or position
+  # embeddings (DeiT's AdamW); False: every parameter (PyTorch's default, the paper's SGD).
+  config.weight_decay_kernels_only = False
   config.schedule = 'piecewise'  # or 'cosine'
   config.lr_boundaries_epochs = (50, 75)
   config.lr_decay_factor = 0.1

@@ -1,0 +1,15 @@
+"""Run configs: Python files whose `get_config()` returns an `ml_collections.ConfigDict`.
+
+`python -m multimix_jax.main --config=configs/cifar100_r18.py` loads one by path (the repository's `configs/` is a
+link to this folder); they ship inside the package so that an installed copy runs its default from any directory.
+Derived configs import the one they change and override a few keys.
+"""
+
+import os
+
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
+def path(name: str) -> str:
+  """The file of the config `name` ('default', 'cifar100_r18', ...)."""
+  return os.path.join(DIRECTORY, f'{name}.py')

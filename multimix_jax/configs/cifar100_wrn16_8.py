@@ -1,0 +1,9 @@
+"""CIFAR-100, WRN-16-8: cifar100_r18 with the other network, same schedule."""
+
+from multimix_jax.configs import cifar100_r18
+
+
+def get_config():
+  config = cifar100_r18.get_config()
+  config.model = 'wrn16_8'
+  return config
