@@ -1,12 +1,12 @@
 """MultiMix and Dense MultiMix interpolation, and the pairwise baselines, as pure functions.
 
-Notation follows the paper (SPEC §1): b examples in a mini-batch, tuples of m of them, n interpolated examples,
+Notation follows the paper: b examples in a mini-batch, tuples of m of them, n interpolated examples,
 Dirichlet concentration alpha, embeddings of width d at r spatial positions, c classes. Every function here is
 pure and jit-able, holds no state and needs only jax. Shapes (b, m, n, r, ...) are static Python ints; `alpha`
 may be traced (drawn per step inside a jitted step).
 
 Because a linear classifier is affine and every interpolation row sums to one, interpolating logits equals
-classifying interpolated embeddings (SPEC §2): pass logits as `Z` to mix at the cost of O(n·b·c).
+classifying interpolated embeddings: pass logits as `Z` to mix at the cost of O(n·b·c).
 """
 
 import functools
@@ -18,7 +18,7 @@ import numpy as np
 
 Array = Any
 
-CONFIDENCE_KINDS = ('gap', 'gap_relu', 'cam', 'uniform')
+CONFIDENCE_KINDS = ('gap', 'gap_relu', 'cam', 'uniform', 'attention')
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -99,7 +99,7 @@ def log_gamma(key, alpha, shape):
 
 
 def sample_weights(key, b, m, alpha, *, n=1000):
-  """Draws the interpolation matrix Λ of MultiMix (SPEC §2).
+  """Draws the interpolation matrix Λ of MultiMix.
 
   Args:
     key: PRNG key.
@@ -139,7 +139,7 @@ def _float(x):
 
 
 def sample_interpolation(key, Z, Y, m, alpha, *, n=1000):
-  """MultiMix: n interpolations of tuples of m examples of the batch (SPEC §2).
+  """MultiMix: n interpolations of tuples of m examples of the batch.
 
   Args:
     key: PRNG key.
@@ -164,16 +164,20 @@ def sample_interpolation(key, Z, Y, m, alpha, *, n=1000):
 # ------------------------------------------------------------------------------------- Dense MultiMix
 
 
-def confidence_map(Z, kind='gap', *, logits=None, labels=None):
-  """Confidence A of each spatial position of each example (SPEC §3), with stop-gradient.
+def confidence_map(Z, kind='gap', *, logits=None, labels=None, attention=None):
+  """Confidence A of each spatial position of each example (Dense MultiMix), with stop-gradient.
 
   Args:
     Z: (b, r, d) feature map before pooling.
     kind: 'gap' — softmax over positions of <z_ij, mean_j z_ij> / sqrt(d); 'gap_relu' — ReLU of the same scores,
       l1-normalised (uniform where all are zero); 'cam' — softmax over positions of the dense logit of the
-      example's class; 'uniform' — 1/r.
+      example's class; 'uniform' — 1/r; 'attention' — the attention each token receives in the last
+      self-attention block of a Vision Transformer, A_ij = mean over heads h and queries q of P_hqj (P the
+      softmax attention, rows over keys j), renormalised over j: a token many queries attend to is confident.
     logits: (b, r, c) dense logits, for 'cam'.
     labels: for 'cam': (b,) integer classes, or (b, c) one-hot/soft targets (then the target-weighted logit).
+    attention: (b, r) non-negative attention received per token, for 'attention': what
+      `multimix_jax.models.vit.ViT` sows as `intermediates/attention` (only ViTs provide it).
 
   Returns:
     float32 (b, r): non-negative, rows sum to 1, no gradient.
@@ -197,6 +201,15 @@ def confidence_map(Z, kind='gap', *, logits=None, labels=None):
     else:
       scores = jnp.einsum('brc,bc->br', logits, _float(labels))
     return jax.nn.softmax(scores, axis=1)
+  if kind == 'attention':
+    if attention is None:
+      raise ValueError("kind='attention' needs the attention each token receives, (b, r), which only a Vision "
+                       "Transformer provides (models 'vit_*' sow it); with another model choose 'gap', 'gap_relu', "
+                       "'cam' or 'uniform'.")
+    if jnp.shape(attention) != (b, r):
+      raise ValueError(f'attention must have shape (b, r) = ({b}, {r}), got {jnp.shape(attention)}.')
+    attention = jax.lax.stop_gradient(_float(attention))
+    return attention / attention.sum(axis=1, keepdims=True)
   scores = jnp.einsum('brd,bd->br', Z, Z.mean(axis=1)) / np.sqrt(d)
   if kind == 'gap':
     return jax.nn.softmax(scores, axis=1)
@@ -206,7 +219,7 @@ def confidence_map(Z, kind='gap', *, logits=None, labels=None):
 
 
 def dense_weights(weights, A):
-  """Confidence-weighted interpolation weights, renormalised over examples at each position (SPEC §3).
+  """Confidence-weighted interpolation weights, renormalised over examples at each position.
 
   w_kij = Λ_ki A_ij / Σ_i' Λ_ki' A_i'j. Where the tuple of row k has no confidence at position j (the
   denominator is zero) the weights fall back to Λ_k, so every (k, j) stays on the simplex.
@@ -230,7 +243,7 @@ def dense_weights(weights, A):
 
 
 def sample_dense_interpolation(key, Z, Y, A, m, alpha, *, n=1000):
-  """Dense MultiMix: n interpolations at every one of r positions, weighted by confidence (SPEC §3).
+  """Dense MultiMix: n interpolations at every one of r positions, weighted by confidence.
 
   Args:
     key: PRNG key.
@@ -256,54 +269,105 @@ def sample_dense_interpolation(key, Z, Y, A, m, alpha, *, n=1000):
 
 # ------------------------------------------------------------------------------------ pairwise baselines
 
+# How λ is drawn for the pairwise baselines, as timm's Mixup modes: 'batch' one λ for the batch (the papers'),
+# 'pair' one λ per pair of examples that mix with each other, 'elem' one λ per example.
+MIXUP_MODES = ('batch', 'pair', 'elem')
 
-def sample_pairing(key, b, alpha):
-  """Partner permutation and mixing coefficient of pairwise mixup: (perm int32 (b,), lam ~ Beta(alpha, alpha))."""
+
+def _check_mode(mode):
+  if mode not in MIXUP_MODES:
+    raise ValueError(f'mode must be one of {MIXUP_MODES}, got {mode!r}.')
+
+
+def _random_involution(key, b):
+  """int32 (b,) partner with partner[partner[i]] = i: a random perfect matching (one fixed point if b is odd)."""
+  order = jax.random.permutation(key, b)
+  even = b - b % 2
+  swapped = jnp.concatenate([order[:even].reshape(-1, 2)[:, ::-1].reshape(-1), order[even:]])
+  return jnp.zeros((b,), jnp.int32).at[order].set(swapped.astype(jnp.int32)), order
+
+
+def sample_pairing(key, b, alpha, *, mode='batch'):
+  """Partner permutation and mixing coefficients of pairwise mixup.
+
+  Args:
+    key: PRNG key.
+    b: batch size (static int).
+    alpha: Beta concentration > 0, scalar; may be traced.
+    mode: 'batch' — a random permutation and one lam ~ Beta(alpha, alpha), a scalar; 'elem' — the same permutation
+      and one lam per example, (b,); 'pair' — the examples matched two by two (a random involution: perm[perm[i]]
+      = i, one example left with itself when b is odd) and one lam per pair, lam[perm[i]] = lam[i], so the two
+      members are mirror images λ·x_i + (1 − λ)·x_j and λ·x_j + (1 − λ)·x_i, as timm's 'pair' mode.
+
+  Returns:
+    (perm int32 (b,), lam float32 () for 'batch' or (b,)): example i mixes as lam_i · x_i + (1 − lam_i) · x_perm[i].
+  """
   _check_int('b', b)
   _check_alpha(alpha)
+  _check_mode(mode)
   key_perm, key_lam = jax.random.split(key)
-  return jax.random.permutation(key_perm, b), jax.random.beta(key_lam, alpha, alpha)
+  if mode == 'batch':
+    return jax.random.permutation(key_perm, b), jax.random.beta(key_lam, alpha, alpha)
+  if mode == 'elem':
+    return jax.random.permutation(key_perm, b), jax.random.beta(key_lam, alpha, alpha, (b,))
+  perm, order = _random_involution(key_perm, b)
+  # Pair k holds order[2k] and order[2k + 1]: both take the pair's draw.
+  lam_pairs = jax.random.beta(key_lam, alpha, alpha, ((b + 1) // 2,))
+  return perm, jnp.zeros((b,), lam_pairs.dtype).at[order].set(jnp.repeat(lam_pairs, 2)[:b])
 
 
 def mix_pair(x, perm, lam):
   """lam · x + (1 − lam) · x[perm] for x of shape (b, ...): the hidden-state mixing of manifold mixup.
 
-  Apply it with the same (perm, lam) to a hidden state and to the targets (b, c).
+  lam is a scalar, or (b,) with one coefficient per example (broadcast over x's trailing axes). Apply it with the
+  same (perm, lam) to a hidden state and to the targets (b, c).
   """
   lam = jnp.asarray(lam, x.dtype)
+  if lam.ndim == 1:
+    lam = lam.reshape(lam.shape + (1,) * (x.ndim - 1))
   return lam * x + (1 - lam) * x[perm]
 
 
-def input_mixup(key, x, y, alpha):
+def input_mixup(key, x, y, alpha, *, mode='batch'):
   """Input mixup (Zhang et al. 2018): x (b, ...) and targets y (b, c) mixed with a random partner.
 
-  Returns (x̃, ỹ) with one lam ~ Beta(alpha, alpha) for the batch.
+  Returns (x̃, ỹ); lam ~ Beta(alpha, alpha), one for the batch or per pair or example (`mode`, see
+  `sample_pairing`).
   """
   _check_targets(y)
   _check_batch(x=x, y=y)
-  perm, lam = sample_pairing(key, x.shape[0], alpha)
+  perm, lam = sample_pairing(key, x.shape[0], alpha, mode=mode)
   return mix_pair(x, perm, lam), mix_pair(_float(y), perm, lam)
 
 
-def cutmix(key, x, y, alpha):
+def cutmix(key, x, y, alpha, *, mode='batch'):
   """CutMix (Yun et al. 2019) on images x (b, H, W, C) and targets y (b, c).
 
   A box of area about (1 − lam) · H · W, lam ~ Beta(alpha, alpha), centred uniformly and clipped to the image, is
-  pasted from a random partner; the targets are mixed with lam corrected to the exact pasted area.
+  pasted from a random partner; the targets are mixed with lam corrected to the exact pasted area. `mode` (see
+  `sample_pairing`): 'batch' — one lam and one box for the batch; 'elem' — one lam and one box per example, each
+  example's lam corrected to its own pasted area; 'pair' — the two members of a pair share lam and the box, each
+  pasting the other's patch.
   """
   _check_rank('x', x, 4, '(b, H, W, C)')
   _check_targets(y)
   _check_batch(x=x, y=y)
   b, height, width, _ = x.shape
   key_pair, key_y, key_x = jax.random.split(key, 3)
-  perm, lam = sample_pairing(key_pair, b, alpha)
+  perm, lam = sample_pairing(key_pair, b, alpha, mode=mode)
+  shape = () if mode == 'batch' else (b,)
+  cy = jax.random.randint(key_y, shape, 0, height)
+  cx = jax.random.randint(key_x, shape, 0, width)
+  if mode == 'pair':  # the member with the smaller index chooses the pair's centre
+    first = jnp.minimum(jnp.arange(b), perm)
+    cy, cx = cy[first], cx[first]
   cut = jnp.sqrt(1.0 - lam)
-  half_h = jnp.floor(height * cut).astype(jnp.int32) // 2
-  half_w = jnp.floor(width * cut).astype(jnp.int32) // 2
-  cy = jax.random.randint(key_y, (), 0, height)
-  cx = jax.random.randint(key_x, (), 0, width)
+  half_h = jnp.floor(height * cut).astype(jnp.int32)[..., None, None] // 2
+  half_w = jnp.floor(width * cut).astype(jnp.int32)[..., None, None] // 2
+  cy, cx = cy[..., None, None], cx[..., None, None]
   rows = jnp.arange(height)[:, None]
   cols = jnp.arange(width)[None, :]
   box = ((rows >= cy - half_h) & (rows < cy + half_h) & (cols >= cx - half_w) & (cols < cx + half_w))
-  lam = 1.0 - box.sum() / (height * width)
-  return jnp.where(box[None, :, :, None], x[perm], x), mix_pair(_float(y), perm, lam)
+  lam = 1.0 - box.sum(axis=(-2, -1)) / (height * width)  # () or (b,): (H, W) or (b, H, W) boxes
+  box = jnp.broadcast_to(box, (b, height, width))
+  return jnp.where(box[..., None], x[perm], x), mix_pair(_float(y), perm, lam)

@@ -35,7 +35,8 @@ def _smooth(targets, label_smoothing):
 def multimix_loss(key, logits, targets, m, alpha, *, n=1000, label_smoothing=0.0):
   """MultiMix loss from the b logits: cross-entropy of n interpolated logits against interpolated targets.
 
-  Interpolating logits (b, c) equals classifying interpolated embeddings when the head is affine (SPEC §2).
+  Interpolating logits (b, c) equals classifying interpolated embeddings when the head is affine and every row of
+  Λ sums to one: g(ΛZ) = W ΛZ + w₀ = Λ (WZ + w₀) = Λ g(Z).
 
   Args:
     key: PRNG key.
@@ -67,7 +68,7 @@ def dense_chunk_size(n, b, r, c, budget=DENSE_CHUNK_ELEMENTS):
 
 
 def dense_multimix_loss(key, dense_logits, targets, A, m, alpha, *, n=1000, chunk_size=-1, label_smoothing=0.0):
-  """Dense MultiMix loss from the dense logits (b, r, c) (the head applied at every position, SPEC §3).
+  """Dense MultiMix loss from the dense logits (b, r, c): the head applied at every position of the feature map.
 
   The n · r · c interpolated logits are the largest array of the step (n = 1000, r = 49, c = 1000: 196 MB; n = 10000:
   ten times that). With 0 < chunk_size < n the loss is computed over chunks of that many interpolation rows under

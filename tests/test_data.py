@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from multimix_jax import data
+from multimix_jax.data import input_pipeline
 
 _spec = importlib.util.spec_from_file_location(
     'default_config', pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py')
@@ -289,3 +290,67 @@ def test_config_errors_are_clear(tmp_path):
     data.dataset_info(make_config(tmp_path, dataset='cifar100', image_size=32))
   with pytest.raises(ValueError, match='set --config.image_size=32'):
     data.dataset_info(make_config(tmp_path, dataset='cifar10'))
+
+
+# ImageNet's colour augmentation: the authors' ColorJitter and Lighting, against NumPy references.
+
+
+def small_image(seed=0):
+  return np.random.RandomState(seed).uniform(0, 1, (5, 4, 3)).astype(np.float32)
+
+
+def np_gray(image):
+  return (0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2])[..., None]
+
+
+def np_jitter_op(op, image, factor):
+  """torchvision's blend formulas, unclamped: the authors' img.lerp(target, 1 − factor)."""
+  target = {0: np.zeros_like(image), 1: np.full_like(image, np_gray(image).mean()), 2: np_gray(image)}[op]
+  return factor * image + (1 - factor) * target
+
+
+def test_colour_ops_match_numpy_formulas():
+  image = small_image()
+  for op, fn in enumerate((input_pipeline.adjust_brightness, input_pipeline.adjust_contrast,
+                           input_pipeline.adjust_saturation)):
+    for factor in (0.6, 1.3):
+      np.testing.assert_allclose(fn(tf.constant(image), factor).numpy(), np_jitter_op(op, image, factor),
+                                 rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(input_pipeline.grayscale(tf.constant(image)).numpy(), np_gray(image), rtol=1e-6)
+
+
+def test_color_jitter_applies_the_drawn_factors_in_the_drawn_order():
+  image, strength = small_image(), 0.4
+  orders = set()
+  for i in range(12):
+    key = tf.constant([7, i], tf.int64)
+    factors, order = (t.numpy() for t in input_pipeline.jitter_parameters(key, strength))
+    assert sorted(order) == [0, 1, 2] and ((1 - strength <= factors) & (factors <= 1 + strength)).all()
+    expected = image
+    for op in order:
+      expected = np_jitter_op(op, expected, factors[op])
+    out = input_pipeline.color_jitter(tf.constant(image), key, strength).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out, input_pipeline.color_jitter(tf.constant(image), key, strength).numpy())
+    orders.add(tuple(order))
+  assert len(orders) > 2  # the order is random, not fixed
+
+
+def test_lighting_adds_the_pca_noise():
+  image = small_image()
+  key = tf.constant([3, 4], tf.int64)
+  out = input_pipeline.lighting(tf.constant(image), key, 0.1).numpy()
+  shift = out - image
+  np.testing.assert_allclose(shift, np.broadcast_to(shift[0, 0], shift.shape), atol=1e-6)  # one RGB shift
+  # image + eigvec @ (alpha · eigval): recover alpha and check it against the same key's normal draw.
+  eigvec, eigval = np.array(input_pipeline.IMAGENET_EIGVEC), np.array(input_pipeline.IMAGENET_EIGVAL)
+  alpha = 0.1 * tf.random.stateless_normal([3], seed=key).numpy()
+  np.testing.assert_allclose(shift[0, 0], eigvec @ (alpha * eigval), rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(out, input_pipeline.lighting(tf.constant(image), key, 0.1).numpy())
+  assert not np.allclose(out, input_pipeline.lighting(tf.constant(image), tf.constant([3, 5], tf.int64), 0.1))
+
+
+def test_only_imagenet_has_colour_augmentation():
+  assert (data.DATASETS['imagenet2012'].color_jitter, data.DATASETS['imagenet2012'].lighting_std) == (0.4, 0.1)
+  assert all(spec.color_jitter == spec.lighting_std == 0 for name, spec in data.DATASETS.items()
+             if name != 'imagenet2012')

@@ -1,4 +1,4 @@
-"""Properties of the pure interpolation functions (SPEC §2–§4)."""
+"""Properties of the pure interpolation functions: MultiMix, Dense MultiMix and the pairwise baselines."""
 
 import flax.linen as nn
 import jax
@@ -172,7 +172,8 @@ def test_confidence_map_on_simplex(kind):
   b, r, d, c = 4, 9, 5, 3
   Z = jax.random.normal(KEY, (b, r, d))
   logits = jax.random.normal(jax.random.key(2), (b, r, c))
-  A = mm.confidence_map(Z, kind, logits=logits, labels=jnp.array([0, 1, 2, 0]))
+  A = mm.confidence_map(Z, kind, logits=logits, labels=jnp.array([0, 1, 2, 0]),
+                        attention=jax.random.uniform(jax.random.key(3), (b, r)))
   assert A.shape == (b, r) and (A >= 0).all()
   np.testing.assert_allclose(A.sum(1), 1.0, atol=1e-5)
 
@@ -278,7 +279,10 @@ def test_manifold_mixup_mix_pair():
      r'Z must have shape \(b, r, d\), got shape \(4, 3\)'),
     (lambda: mm.sample_dense_interpolation(KEY, jnp.zeros((4, 3, 2)), jnp.zeros((4, 2)), jnp.ones((4, 5)), 2, 1.0),
      r'A must have shape \(b, r\) = \(4, 3\)'),
-    (lambda: mm.confidence_map(jnp.zeros((4, 3, 2)), 'attention'), r'kind must be one of'),
+    (lambda: mm.confidence_map(jnp.zeros((4, 3, 2)), 'saliency'), r'kind must be one of'),
+    (lambda: mm.confidence_map(jnp.zeros((4, 3, 2)), 'attention'), r"'attention' needs.*Vision Transformer"),
+    (lambda: mm.confidence_map(jnp.zeros((4, 3, 2)), 'attention', attention=jnp.ones((4, 2))),
+     r'attention must have shape \(b, r\) = \(4, 3\)'),
     (lambda: mm.confidence_map(jnp.zeros((4, 3, 2)), 'cam'), r"'cam' needs"),
     (lambda: mm.dense_weights(jnp.ones((3, 4)), jnp.ones((5, 2))), r'share b.*\(3, 4\).*\(5, 2\)'),
     (lambda: mm.cutmix(KEY, jnp.zeros((4, 3, 3)), jnp.zeros((4, 2)), 1.0), r'x must have shape \(b, H, W, C\)'),
@@ -286,3 +290,80 @@ def test_manifold_mixup_mix_pair():
 def test_bad_arguments_raise_value_error(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+# --------------------------------------------------------------------------- per-pair and per-example λ
+
+
+@pytest.mark.parametrize('mode', mm.interpolation.MIXUP_MODES)
+@pytest.mark.parametrize('b', [8, 7])
+def test_sample_pairing_modes(mode, b):
+  perm, lam = mm.sample_pairing(KEY, b, 2.0, mode=mode)
+  perm, lam = np.asarray(perm), np.asarray(lam)
+  assert sorted(perm) == list(range(b))  # a permutation
+  assert lam.shape == (() if mode == 'batch' else (b,)) and ((0 <= lam) & (lam <= 1)).all()
+  if mode == 'pair':  # an involution matching the examples two by two, the pair sharing λ
+    np.testing.assert_array_equal(perm[perm], np.arange(b))
+    assert (perm == np.arange(b)).sum() == b % 2
+    np.testing.assert_array_equal(lam[perm], lam)
+    assert len(np.unique(lam)) == (b + 1) // 2
+  if mode == 'elem':
+    assert len(np.unique(lam)) == b
+
+
+def test_batch_mode_is_the_default_and_unchanged():
+  key_perm, key_lam = jax.random.split(KEY)
+  perm, lam = mm.sample_pairing(KEY, 8, 2.0)
+  np.testing.assert_array_equal(perm, jax.random.permutation(key_perm, 8))
+  np.testing.assert_array_equal(lam, jax.random.beta(key_lam, 2.0, 2.0))
+  x, y = batch(8)
+  jax.tree.map(np.testing.assert_array_equal, mm.input_mixup(KEY, x, y, 2.0), mm.input_mixup(KEY, x, y, 2.0,
+                                                                                             mode='batch'))
+
+
+@pytest.mark.parametrize('mode', ['pair', 'elem'])
+def test_input_mixup_per_example_lambda(mode):
+  b, c = 8, 5
+  x = jax.random.normal(KEY, (b, 3, 2, 2))
+  y = jax.nn.one_hot(jnp.arange(b) % c, c)
+  key = jax.random.key(3)
+  perm, lam = mm.sample_pairing(key, b, 1.0, mode=mode)
+  xt, yt = mm.input_mixup(key, x, y, 1.0, mode=mode)
+  lam4 = np.asarray(lam)[:, None, None, None]
+  np.testing.assert_allclose(xt, lam4 * x + (1 - lam4) * x[perm], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(yt, lam[:, None] * y + (1 - lam[:, None]) * y[perm], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(yt.sum(1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(mm.mix_pair(x, perm, lam), xt, rtol=1e-6)  # mix_pair broadcasts a (b,) lam
+
+
+@pytest.mark.parametrize('mode', ['pair', 'elem'])
+def test_cutmix_per_example_lambda_is_each_pasted_area(mode):
+  b, H, W = 6, 10, 7
+  x = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32)[:, None, None, None], (b, H, W, 3))
+  y = jax.nn.one_hot(jnp.arange(b), b)
+  # One compilation; perm is the partner cutmix draws (from the first of its three keys).
+  draw = jax.jit(lambda key: (*mm.cutmix(key, x, y, 1.0, mode=mode),
+                              mm.sample_pairing(jax.random.split(key, 3)[0], b, 1.0, mode=mode)[0]))
+  areas = set()
+  for seed in range(8):
+    xt, yt, perm = draw(jax.random.key(seed))
+    own = (xt[..., 0] == jnp.arange(b)[:, None, None]).mean((1, 2))
+    pasted = xt[..., 0] == perm[:, None, None]
+    # Where an example is its own partner nothing changes; elsewhere the box holds the partner's pixels.
+    mixed = np.asarray(perm) != np.arange(b)
+    np.testing.assert_allclose(np.asarray(own)[mixed] + np.asarray(pasted.mean((1, 2)))[mixed], 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(yt)[mixed, np.arange(b)[mixed]], np.asarray(own)[mixed], atol=1e-6)
+    np.testing.assert_allclose(yt.sum(1), 1.0, atol=1e-6)
+    if mode == 'pair':  # both members paste the same box from each other
+      np.testing.assert_array_equal(pasted, pasted[perm])
+    areas.update(np.round(np.asarray(own), 6).tolist())
+  assert len(areas) > b  # one box per example (or pair), not one for the batch
+
+
+def test_bad_mixup_mode_is_rejected():
+  x, y = jnp.zeros((4, 3, 3, 1)), jnp.zeros((4, 2))
+  for call in (lambda: mm.sample_pairing(KEY, 4, 1.0, mode='example'),
+               lambda: mm.input_mixup(KEY, x, y, 1.0, mode='batches'),
+               lambda: mm.cutmix(KEY, x, y, 1.0, mode=None)):
+    with pytest.raises(ValueError, match=r"mode must be one of \('batch', 'pair', 'elem'\)"):
+      call()

@@ -34,7 +34,15 @@ except RuntimeError:
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 _EVAL_CROP_FRACTION = 224 / 256  # ImageNet evaluation: resize the shorter side to 256, center crop 224
+# AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB covariance of ImageNet pixels
+# in [0, 1], the values of AlignMixup's ImageNet `main.py` (from fb.resnet.torch).
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as the authors' Grayscale
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -57,7 +65,9 @@ class _Dataset:
   `augment`: 'none' (digits: not flip-invariant), 'pad_crop_flip' (random crop of the native size from the image
   zero-padded by `padding` pixels, then a horizontal flip) or 'inception' (random-resized crop of JPEG bytes to
   `config.image_size` and a flip; evaluation resizes the shorter side to 256/224 · image_size and center-crops).
-  `mean` and `std` are per channel, in [0, 1] pixel units.
+  `mean` and `std` are per channel, in [0, 1] pixel units. `color_jitter` > 0 (inception only): after the crop and
+  flip, brightness, contrast and saturation jitter of that strength in a random order (`color_jitter`);
+  `lighting_std` > 0: then PCA lighting noise of that standard deviation (`lighting`); both on [0, 1] pixels.
   """
   num_classes: int
   channels: int
@@ -67,6 +77,8 @@ class _Dataset:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   padding: int = 0
+  color_jitter: float = 0.0
+  lighting_std: float = 0.0
   prepare: Callable[[str, str], str] | None = None  # (name, data_dir) -> how to prepare it; None: automatic
 
 
@@ -97,16 +109,18 @@ def _tiny_imagenet_instructions(name, data_dir):
 DATASETS = {
     # Normalisation of digits: pixel mean and std of its train split.
     'digits': _Dataset(10, 1, 8, 'test', 'none', (0.30543,), (0.37596,)),
-    # CIFAR: per-channel pixel mean and std of each train split.
-    'cifar10': _Dataset(10, 3, 32, 'test', 'pad_crop_flip', (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                        padding=4, prepare=_build_command),
-    'cifar100': _Dataset(100, 3, 32, 'test', 'pad_crop_flip', (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                         padding=4, prepare=_build_command),
-    # Tiny ImageNet: the commonly used pixel statistics of its train split.
-    'tiny_imagenet': _Dataset(200, 3, 64, 'validation', 'pad_crop_flip', (0.4802, 0.4481, 0.3975),
-                              (0.2770, 0.2691, 0.2821), padding=4, prepare=_tiny_imagenet_instructions),
+    # CIFAR-10/100 and Tiny ImageNet: the authors' code normalises all three with the same widely copied CIFAR-10
+    # constants (its std is not CIFAR-10's pixel std, 0.247, 0.243, 0.261); we keep theirs, to the letter.
+    'cifar10': _Dataset(10, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
+                        prepare=_build_command),
+    'cifar100': _Dataset(100, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
+                         prepare=_build_command),
+    'tiny_imagenet': _Dataset(200, 3, 64, 'validation', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
+                              prepare=_tiny_imagenet_instructions),
+    # ImageNet: AlignMixup's training transform, RandomResizedCrop(224), flip, ColorJitter(0.4, 0.4, 0.4) and
+    # Lighting(0.1) of its `utils/util.py`, then Normalize.
     'imagenet2012': _Dataset(1000, 3, None, 'validation', 'inception', _IMAGENET_MEAN, _IMAGENET_STD,
-                             prepare=_imagenet_instructions),
+                             color_jitter=0.4, lighting_std=0.1, prepare=_imagenet_instructions),
 }
 SUPPORTED_DATASETS = tuple(DATASETS)
 
@@ -281,7 +295,79 @@ def _augment(example, key, config, spec) -> dict:
     image = tf.pad(image, [[p, p], [p, p], [0, 0]])
     image = tf.image.stateless_random_crop(image, [spec.size, spec.size, spec.channels], seed=crop_key)
   image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+  if spec.color_jitter or spec.lighting_std:
+    # On [0, 1] pixels, as the authors' transforms after ToTensor; keys folded in so crop and flip keep theirs.
+    image = tf.cast(image, tf.float32) / 255
+    if spec.color_jitter:
+      image = color_jitter(image, tf.random.experimental.stateless_fold_in(key, 2), spec.color_jitter)
+    if spec.lighting_std:
+      image = lighting(image, tf.random.experimental.stateless_fold_in(key, 3), spec.lighting_std)
+    image = image * 255
   return {'image': image, 'label': example['label']}
+
+
+def grayscale(image):
+  """(H, W, 3) float RGB -> (H, W, 1) luma 0.299 R + 0.587 G + 0.114 B."""
+  return tf.reduce_sum(image * tf.constant(_GRAY_WEIGHTS, image.dtype), axis=-1, keepdims=True)
+
+
+def adjust_brightness(image, factor):
+  """factor · image: a blend with black (torchvision's adjust_brightness without its clamp to [0, 1])."""
+  return factor * image
+
+
+def adjust_contrast(image, factor):
+  """factor · image + (1 − factor) · the mean luma of the whole image (torchvision's formula, no clamp)."""
+  return factor * image + (1 - factor) * tf.reduce_mean(grayscale(image))
+
+
+def adjust_saturation(image, factor):
+  """factor · image + (1 − factor) · the pixel's luma (torchvision's formula, no clamp)."""
+  return factor * image + (1 - factor) * grayscale(image)
+
+
+def jitter_parameters(key, strength):
+  """(factors float32 (3,), order int32 (3,)) for `color_jitter`: brightness, contrast and saturation factors
+  1 − a with a ~ U(−strength, strength) each, and a random permutation, the order in which to apply them (0, 1, 2
+  for brightness, contrast, saturation)."""
+  factor_key, order_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  factors = 1 - tf.random.stateless_uniform([3], seed=factor_key, minval=-strength, maxval=strength)
+  order = tf.argsort(tf.random.stateless_uniform([3], seed=order_key))
+  return factors, order
+
+
+def color_jitter(image, key, strength):
+  """Brightness, contrast and saturation jitter in a random order, random only through the stateless `key`.
+
+  As the authors' ImageNet `ColorJitter` (AlignMixup's `imagenet/utils/util.py`, from convNet.pytorch): each op is
+  `img.lerp(target, a)` = (1 − a) · img + a · target, a ~ U(−strength, strength), targets black, the image's mean
+  luma and each pixel's luma; the three are shuffled per image and nothing is clamped. That is torchvision's
+  ColorJitter(strength, strength, strength) without its clamping to [0, 1].
+
+  Args:
+    image: (H, W, 3) float32 RGB in [0, 1].
+    key: stateless seed, shape (2,) int64.
+    strength: the jitter strength (0.4 in the authors' ImageNet runs).
+
+  Returns:
+    (H, W, 3) float32.
+  """
+  factors, order = jitter_parameters(key, strength)
+  ops = (adjust_brightness, adjust_contrast, adjust_saturation)
+  for i in range(3):
+    image = tf.switch_case(order[i], [lambda op=op, j=j, x=image: op(x, factors[j]) for j, op in enumerate(ops)])
+  return image
+
+
+def lighting(image, key, alphastd, eigval=IMAGENET_EIGVAL, eigvec=IMAGENET_EIGVEC):
+  """AlexNet-style PCA lighting noise: image + eigvec @ (alpha · eigval) per pixel, alpha ~ N(0, alphastd²) (3,).
+
+  As the authors' `Lighting` (AlignMixup's `imagenet/utils/util.py`), on [0, 1] pixels before normalisation,
+  unclamped. image (H, W, 3) float32; key a stateless seed (2,) int64; eigvec's columns are the eigenvectors.
+  """
+  alpha = alphastd * tf.random.stateless_normal([3], seed=key)
+  rgb = tf.linalg.matvec(tf.constant(eigvec, tf.float32), alpha * tf.constant(eigval, tf.float32))
+  return image + rgb
 
 
 def _decode_random_resized_crop(jpeg, key, size):

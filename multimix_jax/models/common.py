@@ -1,4 +1,4 @@
-"""What every model shares: PyTorch-default BatchNorm, the linear head, and the manifold-mixup hook.
+"""What every model shares: PyTorch-default initialisation and BatchNorm, the linear head, the manifold-mixup hook.
 
 Shapes: x (b, H, W, C) images; features (b, h, w, d) the last map before pooling; logits (b, c) pooled or
 (b, h, w, c) dense.
@@ -8,13 +8,28 @@ import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 ModuleDef = Any
 
 # PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a = sqrt(5)): U(±1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., Array]:
+  """PyTorch's default for Conv2d and Linear biases: U(±1/sqrt(fan_in)), fan_in that of the layer's weight.
+
+  A bias initializer only sees the bias shape (c_out,), so the layer's fan_in (c_in · kh · kw) is bound here.
+  """
+  bound = 1 / np.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
 
 
 def batch_norm(train: bool, dtype: Any, axis_name: str | None) -> ModuleDef:
@@ -26,13 +41,30 @@ def batch_norm(train: bool, dtype: Any, axis_name: str | None) -> ModuleDef:
                            dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name)
 
 
-def head(num_classes: int) -> nn.Dense:
+def batch_norm_momentum(train: bool, dtype: Any, axis_name: str | None, torch_momentum: float) -> ModuleDef:
+  """`batch_norm` with PyTorch momentum `torch_momentum`: running ← (1 − m) · running + m · batch."""
+  return functools.partial(batch_norm(train, dtype, axis_name), momentum=1 - torch_momentum)
+
+
+class Head(nn.Module):
+  """The linear classifier (b, ..., d) -> (b, ..., c), in float32, initialised as PyTorch's nn.Linear(d, c):
+  kernel and bias U(±1/sqrt(d)). Parameters 'kernel' (d, c) and 'bias' (c,), as nn.Dense."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    kernel = self.param('kernel', torch_default_init, (d, self.num_classes), jnp.float32)
+    bias = self.param('bias', torch_bias_init(d), (self.num_classes,), jnp.float32)
+    return jnp.dot(x.astype(jnp.float32), kernel) + bias
+
+
+def head(num_classes: int) -> Head:
   """The linear classifier, in float32 so that pooled and dense logits agree to float32 precision."""
-  return nn.Dense(num_classes, dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=torch_default_init,
-                  name='head')
+  return Head(num_classes, name='head')
 
 
-def classify(head_module: nn.Dense, features: Array, dense: bool) -> Array:
+def classify(head_module: nn.Module, features: Array, dense: bool) -> Array:
   """features (b, h, w, d) -> float32 logits: (b, c) of the pooled map, or (b, h, w, c) at every position.
 
   The head is affine, so the mean over positions of the dense logits equals the pooled logits.

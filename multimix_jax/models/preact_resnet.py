@@ -1,11 +1,13 @@
 """PreActResNet-18 for 32×32 and 64×64 images, as in the AlignMixup / Manifold Mixup PyTorch code.
 
 3×3 stem conv (64) + BN + ReLU, four stages of two pre-activation basic blocks (64, 128, 256, 512; strides
-1, 2, 2, 2), no BN after the last stage. 11,171,274 parameters with 10 classes, 11,217,444 with 100.
+1, 2, 2, 2), no BN after the last stage. 11,171,274 parameters with 10 classes, 11,217,444 with 100. Every block's
+shortcut starts from its pre-activated input, as in the authors' code (see `PreActBlock`); `torch_reference` holds
+the PyTorch network it is checked against.
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,8 +19,13 @@ BLOCKS_PER_STAGE = 2
 
 
 class PreActBlock(nn.Module):
-  """BN-ReLU-conv3×3(stride)-BN-ReLU-conv3×3, plus the input, or a 1×1 conv (no BN) of the pre-activated input
-  when the shape changes. (b, h, w, c_in) -> (b, h/stride, w/stride, features)."""
+  """BN-ReLU-conv3×3(stride)-BN-ReLU-conv3×3 plus a shortcut taken from the pre-activated input a = relu(bn1(x)):
+  a itself when the shape is kept, a 1×1 conv (no BN) of it when the shape changes. (b, h, w, c_in) ->
+  (b, h/stride, w/stride, features).
+
+  As the authors' `PreActBlock` (AlignMixup `models/resnet.py`: `shortcut = self.shortcut(out)` with `out =
+  relu(bn1(x))` and an empty `nn.Sequential()` as the identity shortcut): identity blocks add relu(bn1(x)), not x.
+  """
   features: int
   strides: int
   norm: common.ModuleDef
@@ -27,10 +34,9 @@ class PreActBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     out = nn.relu(self.norm(name='bn1')(x))
+    shortcut = out
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = self.conv(self.features, (1, 1), self.strides, padding=0, name='shortcut')(out)
-    else:
-      shortcut = x
     out = self.conv(self.features, (3, 3), self.strides, name='conv1')(out)
     out = self.conv(self.features, (3, 3), name='conv2')(nn.relu(self.norm(name='bn2')(out)))
     return out + shortcut
@@ -38,6 +44,8 @@ class PreActBlock(nn.Module):
 
 class PreActResNet18(nn.Module):
   """PreActResNet-18; features are the raw output of stage 4: (b, H/8, W/8, 512), 4×4 on 32×32 inputs."""
+  example_input: ClassVar[tuple[int, int, int]] = (32, 32, 3)  # (H, W, C) of CIFAR-100
+  example_classes: ClassVar[int] = 100
   num_classes: int
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None

@@ -2,11 +2,14 @@
 
 3×3 stem conv (16, with bias), three stages of two wide pre-activation blocks (128, 256, 512; strides 1, 2, 2),
 convolutions with bias, final BN + ReLU. 10,965,866 parameters with 10 classes, 11,012,036 with 100.
-The authors' dropout rate is 0, so there is no dropout layer.
+As in the authors' `models/WideResnet.py`: the blocks have no dropout layer; the final BN is `BatchNorm2d(512,
+momentum=0.9)` (its running statistics keep 10% of the old value per step, Flax momentum 0.1), every other BN
+has PyTorch's default momentum 0.1; and the Xavier `conv_init` defined there is never applied, so every
+convolution has PyTorch's default initialisation, weights and biases U(±1/sqrt(fan_in)).
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,8 +19,7 @@ from multimix_jax.models import common
 STAGES = ((128, 1), (256, 2), (512, 2))  # (width = 16 · 8 · 2^k, stride of the first block)
 BLOCKS_PER_STAGE = 2  # (depth 16 - 4) / 6
 
-# The authors' conv_init: Xavier-uniform with gain sqrt(2), bias 0.
-conv_init = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')
+FINAL_BN_TORCH_MOMENTUM = 0.9  # the authors' `self.bn1 = nn.BatchNorm2d(nStages[3], momentum=0.9)`
 
 
 class WideBlock(nn.Module):
@@ -31,15 +33,21 @@ class WideBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    out = self.conv(self.features, (3, 3), name='conv1')(nn.relu(self.norm(name='bn1')(x)))
-    out = self.conv(self.features, (3, 3), self.strides, name='conv2')(nn.relu(self.norm(name='bn2')(out)))
-    if self.strides != 1 or x.shape[-1] != self.features:
-      x = self.conv(self.features, (1, 1), self.strides, padding=0, name='shortcut')(x)
+    c_in = x.shape[-1]
+    out = self.conv(self.features, (3, 3), name='conv1', bias_init=common.torch_bias_init(9 * c_in))(
+        nn.relu(self.norm(name='bn1')(x)))
+    out = self.conv(self.features, (3, 3), self.strides, name='conv2',
+                    bias_init=common.torch_bias_init(9 * self.features))(nn.relu(self.norm(name='bn2')(out)))
+    if self.strides != 1 or c_in != self.features:
+      x = self.conv(self.features, (1, 1), self.strides, padding=0, name='shortcut',
+                    bias_init=common.torch_bias_init(c_in))(x)
     return out + x
 
 
 class WRN16_8(nn.Module):
   """WRN-16-8; features are the output of the final BN + ReLU: (b, H/4, W/4, 512), 8×8 on 32×32 inputs."""
+  example_input: ClassVar[tuple[int, int, int]] = (32, 32, 3)  # (H, W, C) of CIFAR-100
+  example_classes: ClassVar[int] = 100
   num_classes: int
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
@@ -53,12 +61,15 @@ class WRN16_8(nn.Module):
     """
     common.check_mix(mix_stage, mix_fn, len(STAGES))
     norm = common.batch_norm(train, self.dtype, self.bn_axis_name)
-    conv = functools.partial(nn.Conv, padding=1, use_bias=True, dtype=self.dtype, kernel_init=conv_init)
+    # PyTorch's default init; each call binds the bias bound to its fan_in (c_in · kh · kw).
+    conv = functools.partial(nn.Conv, padding=1, use_bias=True, dtype=self.dtype,
+                             kernel_init=common.torch_default_init)
     h = mix_fn(x) if mix_stage == 0 else x
-    h = conv(16, (3, 3), name='stem_conv')(h.astype(self.dtype))
+    h = conv(16, (3, 3), name='stem_conv', bias_init=common.torch_bias_init(9 * h.shape[-1]))(h.astype(self.dtype))
     for i, (width, strides) in enumerate(STAGES, 1):
       for j in range(BLOCKS_PER_STAGE):
         h = WideBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')(h)
       h = mix_fn(h) if mix_stage == i else h
-    h = nn.relu(norm(name='final_bn')(h))
+    final_norm = common.batch_norm_momentum(train, self.dtype, self.bn_axis_name, FINAL_BN_TORCH_MOMENTUM)
+    h = nn.relu(final_norm(name='final_bn')(h))
     return h, common.classify(common.head(self.num_classes), h, dense)
