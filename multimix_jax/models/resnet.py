@@ -6,7 +6,7 @@
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,6 +41,8 @@ class Bottleneck(nn.Module):
 
 class ResNet50(nn.Module):
   """ResNet-50; features are the output of stage 4: (b, H/32, W/32, 2048), 7×7 on 224×224 inputs."""
+  example_input: ClassVar[tuple[int, int, int]] = (224, 224, 3)  # (H, W, C) of ImageNet
+  example_classes: ClassVar[int] = 1000
   num_classes: int
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None

@@ -1,6 +1,6 @@
 """A three-convolution CNN for tiny images (8×8×1 digits): fast enough to train on a CPU."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,6 +18,8 @@ class SmallCNN(nn.Module):
 
   On (b, 8, 8, 1) inputs the features are (b, 4, 4, 64). The first convolution belongs to stage 1.
   """
+  example_input: ClassVar[tuple[int, int, int]] = (8, 8, 1)  # (H, W, C) of digits
+  example_classes: ClassVar[int] = 10
   num_classes: int
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
