@@ -150,6 +150,8 @@ def test_method_names_parse_into_registry_entries():
   assert benchmark.parse_method('erm_or_input_mixup') == benchmark.MethodSpec('erm_or_input_mixup',
                                                                               'erm_or_input_mixup')
   assert benchmark.parse_method('manifold_mixup_stage0').stage == 0
+  assert benchmark.parse_method('dense_multimix_n1000_conf_gap_relu') == benchmark.MethodSpec(
+      'dense_multimix_n1000_conf_gap_relu', 'dense_multimix', n=1000, confidence='gap_relu')
 
 
 @pytest.mark.parametrize('options,message', [
@@ -157,6 +159,8 @@ def test_method_names_parse_into_registry_entries():
     (dict(model='small_cnn', methods='erm,erm_n10'), 'the loss timed (erm) takes no n; drop _n10'),
     (dict(model='small_cnn', methods='multimix_chunk5'), 'the loss timed (multimix) takes no chunk size'),
     (dict(model='small_cnn', methods='multimix_n0'), '_n<N> needs N >= 1'),
+    (dict(model='small_cnn', methods='dense_multimix_conf_saliency'), '_conf_saliency is no confidence kind'),
+    (dict(model='small_cnn', methods='multimix_conf_gap'), 'the loss timed (multimix) takes no confidence'),
     (dict(model='small_cnn', methods='erm,erm'), 'lists a method twice'),
     (dict(model='small_cnn', methods='manifold_mixup_stage7'), 'schedule entries 0..2'),
     (dict(model='small_cnn', methods='erm_stage1'), 'erm has one schedule entry; drop _stage1'),

@@ -7,6 +7,7 @@ Networks are only traced (jax.eval_shape); nothing is downloaded.
 
 import importlib.util
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -163,8 +164,11 @@ def test_vit_recipe(name):
 
 def test_configs_ship_inside_the_package(tmp_path):
   """`pip install .` (not only -e) carries every config, so the default runs from any directory."""
+  source = tmp_path / 'source'  # a copy, so that the build leaves nothing in the repository
+  shutil.copytree(ROOT, source, symlinks=True,
+                  ignore=shutil.ignore_patterns('.git', '.venv', 'build', '*.egg-info', 'runs', '__pycache__'))
   subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
-                  str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                  str(tmp_path), str(source)], check=True, capture_output=True)
   (wheel,) = tmp_path.glob('multimix_jax-*.whl')
   shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith('multimix_jax/configs/')}
   assert {f'multimix_jax/configs/{p.name}' for p in CONFIGS.glob('*.py')} <= shipped

@@ -115,6 +115,32 @@ def test_cosine_schedule_with_warmup():
   assert float(schedule(20)) < 1e-6
 
 
+def test_adamw_is_pytorch_adamw_and_decays_kernels_only_when_asked():
+  config = default_config()
+  config.optimizer, config.learning_rate, config.weight_decay, config.adam_betas = 'adamw', 0.1, 0.05, (0.8, 0.9)
+  config.schedule = 'cosine'
+  params = {'dense': {'kernel': jnp.array([1.0, -2.0]), 'bias': jnp.array([0.5, 0.5])}, 'pos_embedding': jnp.ones(2)}
+  for kernels_only in (False, True):
+    config.weight_decay_kernels_only = kernels_only
+    tx, schedule = step_lib.create_optimizer(config, steps_per_epoch=10)
+    p, opt_state = params, tx.init(params)
+    ref = jax.tree.map(np.asarray, params)
+    m = v = jax.tree.map(np.zeros_like, ref)
+    for s in range(3):
+      g = jax.tree.map(lambda x: np.full_like(x, 0.3 * (s + 1)), ref)
+      updates, opt_state = tx.update(jax.tree.map(jnp.asarray, g), opt_state, p)
+      p = jax.tree.map(lambda a, u: a + u, p, updates)
+      # torch.optim.AdamW: p -= lr * wd * p; m, v moments; p -= lr * m_hat / (sqrt(v_hat) + eps)
+      lr, t = float(schedule(s)), s + 1
+      m = jax.tree.map(lambda m, g: 0.8 * m + 0.2 * g, m, g)
+      v = jax.tree.map(lambda v, g: 0.9 * v + 0.1 * g * g, v, g)
+      decayed = {'dense': {'kernel': True, 'bias': not kernels_only}, 'pos_embedding': not kernels_only}
+      ref = jax.tree.map(lambda x, m, v, d: x - lr * (0.05 * x * d + (m / (1 - 0.8**t)) / (np.sqrt(v / (1 - 0.9**t))
+                                                                                             + 1e-8)),
+                         ref, m, v, decayed)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), p, ref)
+
+
 def test_each_device_and_step_mixes_with_its_own_key():
   """Identical examples on every device still give per-device, per-step losses: keys are folded per device."""
   config = default_config()

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from multimix_jax.models.preact_resnet import PreActResNet18
 from multimix_jax.models.resnet import ResNet50
 from multimix_jax.models.small_cnn import SmallCNN
+from multimix_jax.models.vit import ViTB16, ViTCifar, ViTS16, ViTTi16
 from multimix_jax.models.wide_resnet import WRN16_8
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -21,6 +22,10 @@ MODELS: dict[str, type[nn.Module]] = {
     'preact_resnet18': PreActResNet18,
     'wrn16_8': WRN16_8,
     'resnet50': ResNet50,
+    'vit_ti16': ViTTi16,
+    'vit_s16': ViTS16,
+    'vit_b16': ViTB16,
+    'vit_cifar': ViTCifar,
 }
 
 

@@ -1,0 +1,246 @@
+"""Vision Transformers: published sizes, the linear-head identity on tokens, the mixing stages, the `attention`
+confidence against a hand computation, every confidence kind on tokens, and the step under both wrappers.
+
+Networks of the registry are only traced (jax.eval_shape); everything that runs uses a tiny ViT.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from multimix_jax import interpolation
+from multimix_jax import methods
+from multimix_jax import models
+from multimix_jax import step as step_lib
+from multimix_jax.configs import default
+from multimix_jax.models import vit
+
+B, SIZE, CLASSES = 8, 12, 5  # 3×3 = 9 tokens of a tiny ViT with 4×4 patches
+
+
+@pytest.fixture(autouse=True, scope='module')
+def fast_compilation():
+  """Tiny networks: XLA's optimisations cost more compile time than they save (flax's imagenet example does so)."""
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', False)
+
+
+def tiny_vit(dtype=jnp.float32):
+  return vit.ViT(num_classes=CLASSES, dtype=dtype, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32)
+
+
+def images(b=B, seed=0):
+  return jax.random.normal(jax.random.key(seed), (b, SIZE, SIZE, 3))
+
+
+def init(model, x):
+  """Parameters with a random head: the zero-initialised head would make every logit identity trivial."""
+  params = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)['params']
+  head = params['head']
+  params['head'] = {'kernel': jax.random.normal(jax.random.key(1), head['kernel'].shape),
+                    'bias': jax.random.normal(jax.random.key(2), head['bias'].shape)}
+  return params
+
+
+def vit_params(d, depth, mlp_dim, patch, tokens, classes, class_token):
+  """Parameters of a ViT by arithmetic: patch embedding, position embeddings (+ class token and its position),
+  per block two LayerNorms, q/k/v/out projections and the MLP, the final LayerNorm and the head."""
+  block = 2 * 2 * d + (4 * d * d + 4 * d) + (d * mlp_dim + mlp_dim) + (mlp_dim * d + d)
+  prefix = 2 * d if class_token else 0
+  return (3 * patch**2 * d + d) + tokens * d + prefix + depth * block + 2 * d + (d * classes + classes)
+
+
+# timm's `vit_{tiny,small,base}_patch16_224` (the DeiT-Ti/S/B networks, with a class token, 1000 classes) have
+# 5,717,416, 22,050,664 and 86,567,656 parameters (also in timm's model results tables); with
+# class_token=False, global_pool='avg' timm counts 2d fewer: 5,717,032, 22,049,896 and 86,566,120, our definition
+# (timm normalises after pooling, big_vision and we before: the same parameters). ViT/4 of Lee et al. (2021):
+# timm's VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=9, num_heads=12, mlp_ratio=2,
+# num_classes=100, class_token=False, global_pool='avg') has 2,714,596.
+@pytest.mark.parametrize('name,d,mlp_dim,depth,patch,size,classes,timm_class_token,expected', [
+    ('vit_ti16', 192, 768, 12, 16, 224, 1000, 5_717_416, 5_717_032),
+    ('vit_s16', 384, 1536, 12, 16, 224, 1000, 22_050_664, 22_049_896),
+    ('vit_b16', 768, 3072, 12, 16, 224, 1000, 86_567_656, 86_566_120),
+    ('vit_cifar', 192, 384, 9, 4, 32, 100, None, 2_714_596),
+])
+def test_parameter_counts_match_the_published_ones(name, d, mlp_dim, depth, patch, size, classes, timm_class_token,
+                                                   expected):
+  tokens = (size // patch)**2
+  if timm_class_token is not None:
+    assert vit_params(d, depth, mlp_dim, patch, tokens, classes, class_token=True) == timm_class_token
+    assert timm_class_token - 2 * d == expected
+  assert vit_params(d, depth, mlp_dim, patch, tokens, classes, class_token=False) == expected
+  cls = models.MODELS[name]
+  assert cls.example_input == (size, size, 3) and cls.example_classes == classes
+  model = models.create_model(name, num_classes=classes, dtype=jnp.bfloat16)
+  (features, logits), variables = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x, train=False),
+      jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+  params = jax.tree.leaves(variables['params'])
+  assert sum(int(np.prod(p.shape)) for p in params) == expected
+  assert {p.dtype for p in params} == {np.dtype('float32')}
+  assert features.shape == (2, size // patch, size // patch, d) and features.dtype == jnp.bfloat16
+  assert logits.shape == (2, classes) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_dense_logits_average_to_the_logits(dtype):
+  model, x = tiny_vit(dtype), images()
+  params = init(model, x)
+  features, logits = jax.jit(lambda p: model.apply({'params': p}, x, train=True))(params)
+  _, dense_logits = jax.jit(lambda p: model.apply({'params': p}, x, train=True, dense=True))(params)
+  assert features.shape == (B, 3, 3, 16) and features.dtype == dtype
+  assert dense_logits.shape == (B, 3, 3, CLASSES) and dense_logits.dtype == jnp.float32
+  np.testing.assert_allclose(dense_logits.mean(axis=(1, 2)), logits, rtol=1e-5, atol=1e-5)
+  # The logits are the head of the mean token: no class token, the features are the pooled tokens.
+  head = params['head']
+  np.testing.assert_allclose(features.astype(jnp.float32).mean(axis=(1, 2)) @ head['kernel'] + head['bias'], logits,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_big_vision_initialisation():
+  model, x = tiny_vit(), images()
+  params = model.init(jax.random.key(0), x, train=False)['params']
+  assert not params['head']['kernel'].any() and not params['head']['bias'].any()
+  assert 0.5 / 4 < params['pos_embedding'].std() < 2 / 4  # N(0, 1/d), d = 16
+  attention = params['block0']['attention']
+  assert attention['query']['kernel'].shape == (16, 2, 8) and not attention['query']['bias'].any()
+  assert 0 < np.abs(params['block0']['mlp_in']['bias']).max() < 1e-5  # N(0, 1e-6²)
+  bound = np.sqrt(6 / (16 + 32))  # Xavier uniform of the (16, 32) MLP kernel
+  assert np.abs(params['block0']['mlp_in']['kernel']).max() <= bound
+
+
+def test_mixing_stages():
+  model, x = tiny_vit(), images()
+  params = init(model, x)
+  reference = model.apply({'params': params}, x, train=True)[1]
+  for stage, shape in enumerate([(B, SIZE, SIZE, 3), (B, 9, 16), (B, 9, 16), (B, 9, 16)]):
+    seen = []
+    logits = model.apply({'params': params}, x, train=True, mix_stage=stage,
+                         mix_fn=lambda h, seen=seen: seen.append(h.shape) or h)[1]
+    assert seen == [shape]
+    np.testing.assert_allclose(logits, reference, rtol=1e-6)  # an identity mix changes nothing
+  # Mixing a later stage leaves the earlier blocks' output alone: the last stage is the one before the final norm.
+  flipped = model.apply({'params': params}, x, train=True, mix_stage=3, mix_fn=lambda h: h[::-1])[1]
+  np.testing.assert_allclose(flipped, reference[::-1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r'mix_stage must be None or a Python int in \[0, 3\]'):
+    model.apply({'params': params}, x, train=True, mix_stage=4, mix_fn=lambda h: h)
+
+
+def test_attention_confidence_is_the_attention_each_token_receives():
+  """Recomputed by hand from the last block's parameters and its input (the output of the block before)."""
+  model, x = tiny_vit(), images()
+  params = init(model, x)
+  _, state = model.apply({'params': params}, x, train=True, mutable=['intermediates'], capture_intermediates=True)
+  sown = state['intermediates']['attention'][0]
+  tokens = state['intermediates']['block1']['__call__'][0][0]  # (b, r, d): the input of block2
+  p = params['block2']
+  mu, var = tokens.mean(-1, keepdims=True), tokens.var(-1, keepdims=True)
+  y = (tokens - mu) / np.sqrt(var + 1e-6) * p['norm1']['scale'] + p['norm1']['bias']
+  att = p['attention']
+  q = np.einsum('brd,dhe->brhe', y, att['query']['kernel']) + att['query']['bias']
+  k = np.einsum('brd,dhe->brhe', y, att['key']['kernel']) + att['key']['bias']
+  weights = jax.nn.softmax(np.einsum('bqhe,bkhe->bhqk', q, k) / np.sqrt(q.shape[-1]), axis=-1)
+  expected = weights.mean(axis=(1, 2))  # over heads and queries: the attention token j receives
+  np.testing.assert_allclose(sown, expected, rtol=1e-5, atol=1e-7)
+
+  A = interpolation.confidence_map(jnp.zeros((B, 9, 16)), 'attention', attention=sown)
+  assert A.shape == (B, 9) and (A >= 0).all()
+  np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(A, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+  assert not (A == A[:, :1]).all()  # not uniform: the test can tell attention from 1/r
+  # No gradient flows through the confidence, as for the other kinds.
+  grad = jax.grad(lambda a: (interpolation.confidence_map(jnp.zeros((B, 9, 16)), 'attention', attention=a)
+                             * jnp.arange(9)).sum())(sown)
+  assert not grad.any()
+
+
+def dense_multimix_losses(model, params, x, labels):
+  """Dense MultiMix's loss function, as the step calls it, with each confidence kind: float32 (kinds,).
+
+  One compiled function for every kind (the forward is shared); the step's gradients are checked below.
+  """
+  targets = jax.nn.one_hot(labels, CLASSES)
+  loss_fns = []
+  for kind in interpolation.CONFIDENCE_KINDS:
+    config = default.get_config()
+    config.multimix.n, config.multimix.confidence = 20, kind
+    loss_fns.append(methods.METHODS['dense_multimix'](config)[0].loss_fn)
+
+  def losses(params):
+    def forward(images, **kwargs):
+      return model.apply({'params': params}, images, train=True, mutable=['batch_stats', 'intermediates'], **kwargs)
+
+    key = jax.random.key_data(jax.random.key(3))
+    return jnp.stack([loss_fn(forward, x, targets, key)[0] for loss_fn in loss_fns])
+
+  # The loss functions mix per device: give them a device axis of size 1.
+  return jax.jit(jax.vmap(losses, in_axes=None, axis_name=step_lib.AXIS, axis_size=1))(params)[0]
+
+
+def test_every_confidence_kind_on_tokens():
+  model, x = tiny_vit(), images()
+  params = init(model, x)
+  labels = jnp.arange(B) % CLASSES
+  (features, dense_logits), state = jax.jit(lambda p: model.apply({'params': p}, x, train=True, dense=True,
+                                                                  mutable=['intermediates']))(params)
+  tokens, dense_logits = features.reshape(B, 9, 16), dense_logits.reshape(B, 9, CLASSES)
+  maps = {}
+  for kind in interpolation.CONFIDENCE_KINDS:
+    A = maps[kind] = interpolation.confidence_map(tokens, kind, logits=dense_logits, labels=labels,
+                                                  attention=state['intermediates']['attention'][0])
+    assert A.shape == (B, 9) and (A >= 0).all(), kind
+    np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=1e-5, err_msg=kind)
+  assert len({np.asarray(A).tobytes() for A in maps.values()}) == len(maps)  # five different maps
+  losses = dense_multimix_losses(model, params, x, labels)
+  assert losses.shape == (len(maps),) and np.isfinite(losses).all() and (losses > 0).all()
+  # The same mixing draws weighted by different confidences give different losses.
+  assert len(set(np.asarray(losses).tolist())) == len(maps)
+
+
+def test_attention_confidence_needs_a_vision_transformer():
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
+  cnn = models.create_model('small_cnn', num_classes=CLASSES)
+  x = jnp.zeros((4, 8, 8, 1))
+  params = cnn.init(jax.random.key(0), x, train=False)
+  config = default.get_config()
+  config.multimix.confidence = 'attention'
+  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
+
+  def forward(images, **kwargs):
+    return cnn.apply(params, images, train=True, mutable=['batch_stats', 'intermediates'], **kwargs)
+
+  with pytest.raises(ValueError, match="'attention' needs .* Vision Transformer"):
+    jax.vmap(lambda k: loss_fn(forward, x, jnp.eye(CLASSES)[:4], k), axis_name=step_lib.AXIS)(
+        jax.random.key_data(jax.random.key(0))[None])
+  with pytest.raises(train.ConfigError, match=r"confidence='attention' needs a Vision Transformer.*'small_cnn'"):
+    train.validate_config(config, 1)
+  config.model = 'vit_cifar'
+  train.validate_config(config, 1)
+
+
+def test_step_under_shard_map_equals_pmap():
+  """Two AdamW steps of Dense MultiMix with attention confidence over 4 devices, tuples spanning them."""
+  config = default.get_config()
+  config.optimizer, config.learning_rate, config.weight_decay = 'adamw', 1e-3, 0.05
+  config.weight_decay_kernels_only = True
+  config.multimix.n, config.multimix.confidence, config.multimix.scope, config.multimix.m = 20, 'attention', 'global', 6
+  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
+  model = tiny_vit(jnp.bfloat16)
+  tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
+  results = []
+  for parallelism in ('shard_map', 'pmap'):
+    dp = step_lib.DataParallel(parallelism)
+    state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3)))
+    key = dp.put_state(jax.random.key_data(jax.random.key(1)))
+    train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn)
+    for i in range(2):
+      batch = {'image': np.asarray(images(16, seed=i)), 'label': np.arange(16, dtype=np.int32) % CLASSES}
+      state, metrics = train_step(state, dp.put_batch(batch), key)
+    results.append((dp.get_state(state), dp.metrics(metrics)))
+  (a, metrics_a), (b, metrics_b) = results
+  assert int(a.step) == 2 and np.isfinite(metrics_a['loss']) and metrics_a['finite'] == 1.0
+  np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a.params, b.params)
+  assert np.abs(a.params['head']['kernel']).max() > 0  # trained away from big_vision's zero head
