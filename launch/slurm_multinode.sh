@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Multi-node GPU training under SLURM: one process per node, each driving all of its node's GPUs.
 #
-#   WORKDIR=/shared/runs/r50 DATA_DIR=/shared/tensorflow_datasets sbatch --nodes=4 launch/slurm_multinode.sh
-#   WORKDIR=... sbatch launch/slurm_multinode.sh --config.method=erm     # extra arguments go to the trainer
+#   WORKDIR=/shared/runs/r50 DATA_DIR=/shared/tensorflow_datasets \
+#     sbatch --nodes=4 --partition=gpu --account=myproject --gpus-per-node=8 --cpus-per-task=32 \
+#     launch/slurm_multinode.sh [--config.method=erm ...]          # extra arguments go to the trainer
 #
-# Submit from the repository root (or set REPO). WORKDIR and DATA_DIR must be on a filesystem every node sees.
+# Partition, account, GPUs and CPUs per node are sbatch options (your cluster's names), not written here.
+# Install first, once, on a filesystem every node sees, from the repository root (Python 3.11 or 3.12):
+#   python3 -m venv .venv && .venv/bin/pip install -e '.[cuda]'     # '.[cuda13]' for CUDA 13 drivers
+# Submit from the repository root (or set REPO). WORKDIR and DATA_DIR must be on a filesystem every node sees;
+# every host checks at start that it sees the same workdir state as process 0.
 # Resuming: submit the same command again (same WORKDIR); it continues from the latest checkpoint. A chain that
 # survives time limits: sbatch --dependency=afterany:<previous job id> ... with the same variables.
 #SBATCH --job-name=multimix
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node=8
-#SBATCH --cpus-per-task=32
 #SBATCH --time=24:00:00
 #SBATCH --signal=TERM@300
 #SBATCH --output=%x-%j.out
@@ -19,25 +22,29 @@
 set -euo pipefail
 
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}  # a virtual environment with `pip install -e '.[cuda]'`
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 CONFIG=${CONFIG:-$REPO/configs/imagenet_r50.py}
 WORKDIR=${WORKDIR:?set WORKDIR to a directory on a filesystem shared by all nodes}
 DATA_DIR=${DATA_DIR:-$HOME/tensorflow_datasets}
-GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
-NUM_DEVICES=$((SLURM_JOB_NUM_NODES * GPUS_PER_NODE))
-# The paper's b = 128 is per GPU: the global batch grows with the number of GPUs.
-BATCH_SIZE=${BATCH_SIZE:-$((128 * NUM_DEVICES))}
-EVAL_BATCH_SIZE=${EVAL_BATCH_SIZE:-$((128 * NUM_DEVICES))}
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-}}
+GPUS_PER_NODE=${GPUS_PER_NODE:?set GPUS_PER_NODE or submit with sbatch --gpus-per-node=N}
+PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-128}  # the paper's b; the trainer multiplies by all GPUs of the job
+# Since SLURM 22.05, srun no longer inherits --cpus-per-task from sbatch: without it each task would get one core
+# and the input pipeline would starve the GPUs. Pass it on explicitly (sbatch --cpus-per-task, or CPUS_PER_TASK).
+CPUS_PER_TASK=${CPUS_PER_TASK:-${SLURM_CPUS_PER_TASK:-}}
+CPUS_PER_TASK=${CPUS_PER_TASK:?set CPUS_PER_TASK or submit with sbatch --cpus-per-task=N (the cores of a node)}
+# A lost node ends the others after about a quarter of this many seconds, with a message naming it.
+HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}
 
 # jax.distributed.initialize() reads SLURM's variables (coordinator = first node, port from the job id). Under
-# SLURM it gives each process only GPU $SLURM_LOCALID unless told otherwise: one process per node needs all.
-JAX_LOCAL_DEVICE_IDS=$(seq -s, 0 $((GPUS_PER_NODE - 1)))
-export JAX_LOCAL_DEVICE_IDS
+# SLURM it gives each process only one GPU unless told otherwise: one process per node needs all of them.
+LOCAL_DEVICE_IDS=$(seq -s, 0 $((GPUS_PER_NODE - 1)))
 
-echo "$SLURM_JOB_NUM_NODES nodes x $GPUS_PER_NODE GPUs: batch_size=$BATCH_SIZE, config=$CONFIG, workdir=$WORKDIR"
-srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
-  "$PYTHON" -m multimix_jax.main --jax_distributed \
-    --config="$CONFIG" --workdir="$WORKDIR" \
-    --config.data_dir="$DATA_DIR" \
-    --config.batch_size="$BATCH_SIZE" --config.eval_batch_size="$EVAL_BATCH_SIZE" \
+echo "$SLURM_JOB_NUM_NODES nodes x $GPUS_PER_NODE GPUs, $CPUS_PER_TASK CPUs per task," \
+  "$PER_DEVICE_BATCH_SIZE examples per GPU; config=$CONFIG, workdir=$WORKDIR"
+srun --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 \
+  "$PYTHON" -m multimix_jax.main --jax_distributed --local_device_ids="$LOCAL_DEVICE_IDS" \
+    --heartbeat_timeout="$HEARTBEAT_TIMEOUT" \
+    --config="$CONFIG" --workdir="$WORKDIR" --config.data_dir="$DATA_DIR" \
+    --per_device_batch_size="$PER_DEVICE_BATCH_SIZE" \
     "$@"

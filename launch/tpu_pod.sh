@@ -3,56 +3,89 @@
 # repository root. Every command reaches all hosts of the slice (--worker=all); each host runs the same trainer,
 # and jax.distributed.initialize() finds the others by itself.
 #
-#   export TPU_NAME=multimix ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 \
+#   export TPU_NAME=multimix ZONE=us-east5-b ACCELERATOR_TYPE=v6e-16 RUNTIME_VERSION=v2-alpha-tpuv6e \
 #          DATA_DIR=gs://my-bucket/tensorflow_datasets WORKDIR=gs://my-bucket/runs/r50
-#   launch/tpu_pod.sh create        # the TPU VM(s); SPOT=1 for a Spot TPU
+#   launch/tpu_pod.sh request       # a queued resource (the way to get v5e and v6e slices); SPOT=1 for Spot
+#   launch/tpu_pod.sh wait          # until the request is ACTIVE
+#   launch/tpu_pod.sh create        # or: the TPU VM(s) directly, where capacity is there (v4, v5p)
 #   launch/tpu_pod.sh setup         # copy this checkout to every host and install it (Python 3.12, jax[tpu])
 #   launch/tpu_pod.sh train [--config.method=erm ...]   # start in the background on every host
+#   launch/tpu_pod.sh status        # every worker: trainer running or not, the last lines of its log
 #   launch/tpu_pod.sh logs          # follow host 0's log
 #   launch/tpu_pod.sh stop          # SIGTERM: every host saves a checkpoint at the same step and exits
-#   launch/tpu_pod.sh delete
-#   launch/tpu_pod.sh recreate [--config...]   # after a Spot preemption: delete, create, setup, train (resumes)
+#   launch/tpu_pod.sh delete        # the queued resource and its VMs, or the VMs made by `create`
+#   launch/tpu_pod.sh recreate [--config...]   # after a Spot preemption: delete, request, wait, setup, train
+#   DRY_RUN=1 launch/tpu_pod.sh train ...   # print the gcloud commands instead of running them
 #
 # Data and workdir live on GCS: the hosts' disks do not survive a preemption and are not shared. The TPU VM's
 # service account needs read access to DATA_DIR and write access to WORKDIR. Prepare the dataset once
 # beforehand (launch/prepare_data.sh with DATA_DIR=gs://...). Rerunning `train` with the same WORKDIR resumes.
+# The global batch is PER_DEVICE_BATCH_SIZE (default 128, the paper's b) times the slice's JAX devices, which the
+# trainer counts itself (--per_device_batch_size): nothing here reads the accelerator type.
 set -euo pipefail
 
 TPU_NAME=${TPU_NAME:-multimix}
-ZONE=${ZONE:?set ZONE, e.g. us-central2-b (v4), us-east5-a (v5p) or us-east1-d (v6e)}
-ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v4-32}
-# Ubuntu 22.04 images: tpu-ubuntu2204-base for v2, v3 and v4; v2-alpha-tpuv5 (v5p), v2-alpha-tpuv5-lite (v5e),
-# v2-alpha-tpuv6e (v6e).
-RUNTIME_VERSION=${RUNTIME_VERSION:-tpu-ubuntu2204-base}
+ZONE=${ZONE:-}
+# Accelerator types: v5litepod-N (v5e), v6e-N (v6e), v5p-N, v4-N. Runtime versions: v2-alpha-tpuv5-lite (v5e),
+# v2-alpha-tpuv6e (v6e), v2-alpha-tpuv5 (v5p), tpu-ubuntu2204-base (v2, v3, v4).
+ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v6e-16}
+RUNTIME_VERSION=${RUNTIME_VERSION:-v2-alpha-tpuv6e}
+QUEUED_RESOURCE=${QUEUED_RESOURCE:-$TPU_NAME-qr}
 SPOT=${SPOT:-0}
+DRY_RUN=${DRY_RUN:-0}
 CONFIG=${CONFIG:-configs/imagenet_r50.py}  # relative to the repository root
+PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-128}
+HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}  # a lost host ends the others after about a quarter of this
 DATA_DIR=${DATA_DIR:-}
 WORKDIR=${WORKDIR:-}
 REMOTE_DIR=multimix_jax  # on each host, under the home directory
 LOG=multimix_train.log
 
-GCLOUD=(gcloud compute tpus tpu-vm)
+if [[ -z $ZONE ]]; then
+  echo "error: set ZONE, e.g. us-east5-b (v6e), us-west4-a (v5e), us-east5-a (v5p) or us-central2-b (v4)" >&2
+  exit 2
+fi
 LOCATION=(--zone="$ZONE")
 if [[ -n ${PROJECT:-} ]]; then LOCATION+=(--project="$PROJECT"); fi
 
-# JAX devices of the slice: the type's suffix counts TensorCores; v4 and v5p chips hold two and are one device.
-num_devices() {
-  local cores=${ACCELERATOR_TYPE##*-}
-  case $ACCELERATOR_TYPE in
-    v4-* | v5p-*) echo $((cores / 2)) ;;
-    *) echo "$cores" ;;
-  esac
+# Runs a command, or prints it (quoted, one line) with DRY_RUN=1.
+run() {
+  if [[ $DRY_RUN == 1 ]]; then
+    printf '%q ' "$@"
+    echo
+  else
+    "$@"
+  fi
 }
 
 on_all_hosts() {
-  "${GCLOUD[@]}" ssh "$TPU_NAME" "${LOCATION[@]}" --worker=all --command="$1"
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${LOCATION[@]}" --worker=all --command="$1"
+}
+
+request() {
+  local extra=()
+  if [[ $SPOT == 1 ]]; then extra+=(--spot); fi
+  # ${extra[@]+...}: an empty array under `set -u` is an error in macOS's bash 3.2.
+  run gcloud compute tpus queued-resources create "$QUEUED_RESOURCE" "${LOCATION[@]}" --node-id="$TPU_NAME" \
+    --accelerator-type="$ACCELERATOR_TYPE" --runtime-version="$RUNTIME_VERSION" ${extra[@]+"${extra[@]}"}
+}
+
+wait_active() {
+  local state
+  while true; do
+    state=$(run gcloud compute tpus queued-resources describe "$QUEUED_RESOURCE" "${LOCATION[@]}" \
+      --format='value(state.state)')
+    echo "$QUEUED_RESOURCE: $state"
+    if [[ $DRY_RUN == 1 || $state == ACTIVE ]]; then return; fi
+    if [[ $state == FAILED || $state == SUSPENDED ]]; then exit 1; fi
+    sleep 60
+  done
 }
 
 create() {
   local extra=()
   if [[ $SPOT == 1 ]]; then extra+=(--spot); fi
-  # ${extra[@]+...}: an empty array under `set -u` is an error in macOS's bash 3.2.
-  "${GCLOUD[@]}" create "$TPU_NAME" "${LOCATION[@]}" --accelerator-type="$ACCELERATOR_TYPE" \
+  run gcloud compute tpus tpu-vm create "$TPU_NAME" "${LOCATION[@]}" --accelerator-type="$ACCELERATOR_TYPE" \
     --version="$RUNTIME_VERSION" ${extra[@]+"${extra[@]}"}
 }
 
@@ -62,7 +95,7 @@ setup() {
   # The checkout as git sees it: tracked and untracked files, without what .gitignore excludes (.venv, runs).
   (cd "$(git rev-parse --show-toplevel)" &&
     git ls-files -z --cached --others --exclude-standard | tar --null -czf "$archive" -T -)
-  "${GCLOUD[@]}" scp "$archive" "$TPU_NAME:$REMOTE_DIR.tar.gz" "${LOCATION[@]}" --worker=all
+  run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:$REMOTE_DIR.tar.gz" "${LOCATION[@]}" --worker=all
   rm -f "$archive"
   # The images' Python is 3.10; the project needs >= 3.11: uv fetches 3.12 into a virtual environment.
   on_all_hosts "set -euo pipefail
@@ -74,22 +107,27 @@ setup() {
 }
 
 train() {
-  : "${DATA_DIR:?set DATA_DIR=gs://...: every host reads the dataset from it}"
-  : "${WORKDIR:?set WORKDIR=gs://...: checkpoints must outlive the hosts and be seen by all of them}"
-  local devices batch_size eval_batch_size args
-  devices=$(num_devices)
-  # The paper's b = 128 is per device: the global batch grows with the slice.
-  batch_size=${BATCH_SIZE:-$((128 * devices))}
-  eval_batch_size=${EVAL_BATCH_SIZE:-$((128 * devices))}
-  args=$(printf '%q ' --jax_distributed --config="$CONFIG" --workdir="$WORKDIR" --config.data_dir="$DATA_DIR" \
-    --config.batch_size="$batch_size" --config.eval_batch_size="$eval_batch_size" "$@")
-  echo "$ACCELERATOR_TYPE ($devices devices): batch_size=$batch_size; log in ~/$LOG on each host"
+  if [[ -z $DATA_DIR || -z $WORKDIR ]]; then
+    echo "error: set DATA_DIR=gs://... and WORKDIR=gs://...: every host reads the data and the checkpoints there" >&2
+    exit 2
+  fi
+  local args
+  args=$(printf '%q ' --jax_distributed --heartbeat_timeout="$HEARTBEAT_TIMEOUT" --config="$CONFIG" \
+    --workdir="$WORKDIR" --config.data_dir="$DATA_DIR" --per_device_batch_size="$PER_DEVICE_BATCH_SIZE" "$@")
+  echo "$ACCELERATOR_TYPE: $PER_DEVICE_BATCH_SIZE examples per device; log in ~/$LOG on each host"
   on_all_hosts "cd ~/$REMOTE_DIR && setsid nohup .venv/bin/python -m multimix_jax.main $args \
     > ~/$LOG 2>&1 < /dev/null & echo \$! > ~/multimix_train.pid"
 }
 
+status() {
+  # Every worker prints its own lines, prefixed by gcloud with the worker's address.
+  on_all_hosts "if kill -0 \$(cat ~/multimix_train.pid 2>/dev/null) 2>/dev/null; then
+      echo \"\$(hostname): trainer running\"; else echo \"\$(hostname): trainer not running\"; fi
+    tail -n 3 ~/$LOG 2>/dev/null || echo \"\$(hostname): no log yet\""
+}
+
 logs() {
-  "${GCLOUD[@]}" ssh "$TPU_NAME" "${LOCATION[@]}" --worker=0 --command="tail -n 100 -f ~/$LOG"
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${LOCATION[@]}" --worker=0 --command="tail -n 100 -f ~/$LOG"
 }
 
 stop() {
@@ -97,20 +135,31 @@ stop() {
 }
 
 delete() {
-  "${GCLOUD[@]}" delete "$TPU_NAME" "${LOCATION[@]}" --quiet
+  if run gcloud compute tpus queued-resources describe "$QUEUED_RESOURCE" "${LOCATION[@]}" > /dev/null 2>&1; then
+    run gcloud compute tpus queued-resources delete "$QUEUED_RESOURCE" "${LOCATION[@]}" --force --quiet
+  else
+    run gcloud compute tpus tpu-vm delete "$TPU_NAME" "${LOCATION[@]}" --quiet
+  fi
 }
 
 recreate() {
   delete || true
-  create
+  request
+  wait_active
   setup
   train "$@"
 }
 
-COMMAND=${1:?usage: launch/tpu_pod.sh create|setup|train|logs|stop|delete|recreate [trainer flags]}
+USAGE="usage: launch/tpu_pod.sh request|wait|create|setup|train|status|logs|stop|delete|recreate [trainer flags]"
+if [[ $# -lt 1 ]]; then
+  echo "error: $USAGE" >&2
+  exit 2
+fi
+COMMAND=$1
 shift
 case $COMMAND in
-  create | setup | logs | stop | delete) "$COMMAND" ;;
+  request | create | setup | status | logs | stop | delete) "$COMMAND" ;;
+  wait) wait_active ;;
   train | recreate) "$COMMAND" "$@" ;;
-  *) echo "unknown command $COMMAND; use create, setup, train, logs, stop, delete or recreate" >&2; exit 2 ;;
+  *) echo "error: unknown command $COMMAND; $USAGE" >&2; exit 2 ;;
 esac

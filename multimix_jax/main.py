@@ -1,7 +1,8 @@
 """Entry point: `python -m multimix_jax.main --config=configs/imagenet_r50.py --workdir=DIR`.
 
-Without --config it trains the embedded default (configs/default.py: a small CNN on handwritten digits, offline).
+Without --config it trains the embedded default (multimix_jax/configs/default.py: a small CNN on handwritten digits, offline).
 Override any config key on the command line, e.g. `--config.method=erm --config.multimix.n=10000`.
+A command line that cannot work ends with one line starting with `error:`, before anything is written.
 """
 
 import logging as std_logging  # absl.logging.WARNING is an absl verbosity, not a record level
@@ -14,19 +15,46 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from multimix_jax import configs
 from multimix_jax import data
+from multimix_jax import multihost
 from multimix_jax import train
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py')
 
-_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file.', lock_config=True)
+def _fail(message):
+  sys.stderr.write(f'error: {message}\n')
+  sys.exit(2)
+
+
+try:  # config_flags applies --config.KEY overrides to the default config here, at definition
+  _CONFIG = config_flags.DEFINE_config_file('config', configs.path('default'), 'Training config file.',
+                                            lock_config=True)
+except (AttributeError, KeyError) as e:
+  if __name__ != '__main__':
+    raise
+  _fail(f'an override names a key the config does not have: {e} (in '
+        f'{" ".join(a for a in sys.argv if a.startswith("--config."))}).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and summary.json; '
                                'rerunning with the same workdir resumes.', required=True)
+_PER_DEVICE_BATCH = flags.DEFINE_integer(
+    'per_device_batch_size', None, 'Sets batch_size and eval_batch_size to this many examples times '
+    'jax.device_count() (all devices of all hosts), replacing the config\'s values; the paper\'s b = 128.',
+    lower_bound=1)
 _DISTRIBUTED = flags.DEFINE_bool('jax_distributed', False, 'Multi-host: call jax.distributed.initialize() first. '
                                  'It detects TPU pods, SLURM and Open MPI by itself; elsewhere give the three below.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes of the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).')
+_LOCAL_DEVICE_IDS = flags.DEFINE_list(
+    'local_device_ids', None, 'Devices of this process, e.g. 0,1,2,3 (jax.distributed.initialize\'s '
+    'local_device_ids). Under SLURM and Open MPI on GPUs JAX gives each process one GPU by default: list them all '
+    'to drive every GPU of a node from one process.')
+_INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout', 300, 'Seconds to wait for every process to join '
+                                     '(jax.distributed.initialize\'s initialization_timeout).', lower_bound=1)
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout', 40, 'Seconds after which a silent process counts as lost (jax.distributed.initialize\'s '
+    'heartbeat_timeout_seconds; JAX\'s default is 100). The run stops with a message naming the lost process '
+    'after about a quarter of this.', lower_bound=3)
 
 
 def _quiet_orbax(record):
@@ -34,18 +62,53 @@ def _quiet_orbax(record):
   return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_quiet_orbax)
-  if _DISTRIBUTED.value:
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+def _parse_flags(argv):
+  """absl's flag parsing, with every problem (unknown flag, bad value, missing config file) as one error line."""
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (train.ConfigError, data.DatasetNotFoundError) as e:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(' '.join(str(e).split()))
+  config_file = flags.FLAGS['config'].config_filename.split(':')[0]
+  if not os.path.isfile(config_file):
+    _fail(f'--config={config_file}: no such file.')
+  try:
+    _CONFIG.value  # pylint: disable=pointless-statement  (loads the file and applies the --config.* overrides)
+  except Exception as e:  # pylint: disable=broad-except  (a config file's own error, or an override's)
+    _fail(f'--config={config_file}: {type(e).__name__}: {" ".join(str(e).split())}')
+  workdir = _WORKDIR.value
+  if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+    _fail(f'--workdir={workdir} is a file, not a directory.')
+  if _LOCAL_DEVICE_IDS.value and not all(i.strip().isdigit() for i in _LOCAL_DEVICE_IDS.value):
+    _fail(f'--local_device_ids={",".join(_LOCAL_DEVICE_IDS.value)}: give device numbers, e.g. 0,1,2,3.')
+  if len(rest) > 1:
+    _fail(f'unexpected arguments {rest[1:]}; flags take the form --name=value.')
+  return rest
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  watchdog = None
+  if _DISTRIBUTED.value:
+    local_device_ids = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None
+    try:
+      watchdog = multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, local_device_ids,
+                                      initialization_timeout=_INIT_TIMEOUT.value,
+                                      heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
+    except Exception as e:  # pylint: disable=broad-except  (bad arguments; JAX 0.10 aborts on a timeout itself)
+      _fail(f'could not join the distributed run: {" ".join(str(e).split())}')
+  config = _CONFIG.value
+  if _PER_DEVICE_BATCH.value:
+    config.batch_size = config.eval_batch_size = _PER_DEVICE_BATCH.value * jax.device_count()
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except (train.RunError, data.DatasetNotFoundError) as e:
+    if watchdog:
+      watchdog.stop()
     sys.exit(f'error: {e}')
+  if watchdog:
+    watchdog.stop()
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

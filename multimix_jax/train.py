@@ -5,6 +5,7 @@ checkpoint in the workdir, saves periodically, at the end and on SIGTERM (preemp
 and, at the end, `summary.json`.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -144,6 +145,37 @@ def check_workdir(config, workdir):
                       'empty --workdir.')
 
 
+def _workdir_state(workdir):
+  """(latest checkpoint step or -1, sha256 of config.json or b'') as this host sees `workdir`."""
+  steps = [int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit()] \
+      if (workdir / 'checkpoints').is_dir() else []
+  config = (workdir / 'config.json').read_bytes() if (workdir / 'config.json').exists() else None
+  return max(steps, default=-1), hashlib.sha256(config).digest() if config is not None else bytes(32)
+
+
+def check_shared_workdir(workdir, attempts=3):
+  """Every process compares its view of `workdir` (latest checkpoint step, config.json) with process 0's, after
+  process 0 wrote config.json, so that hosts which do not share the workdir stop before training instead of
+  resuming from different steps. Raises ConfigError on every process when the views differ."""
+  for attempt in range(attempts):  # a network filesystem may show process 0's write a moment late
+    multihost_utils.sync_global_devices('multimix_jax: workdir state')
+    step, digest = _workdir_state(workdir)
+    local = np.concatenate([[step], np.frombuffer(digest, dtype=np.int32)]).astype(np.int32)
+    views = np.asarray(multihost_utils.process_allgather(local))  # (processes, 9), the same on every process
+    differ = [p for p in range(len(views)) if not np.array_equal(views[p], views[0])]
+    if not differ:
+      return
+    if attempt + 1 < attempts:
+      time.sleep(2)
+  def describe(view):
+    config = 'no config.json' if not view[1:].any() else f'config.json {bytes(view[1:].tobytes())[:4].hex()}...'
+    return f'latest checkpoint step {view[0] if view[0] >= 0 else "none"}, {config}'
+  raise ConfigError(
+      f'the workdir must be shared by all hosts: {workdir} looks different to process {differ[0]} '
+      f'({describe(views[differ[0]])}) than to process 0 ({describe(views[0])}). Put it on a filesystem that every '
+      'host mounts at the same path (NFS, Lustre, or gs://... on Cloud TPUs).')
+
+
 class _Preemption:
   """Turns SIGTERM into a request to save and stop after the current step (all processes at the same step)."""
 
@@ -235,6 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     multihost_utils.sync_global_devices('multimix_jax: workdir checked')
   workdir.mkdir(parents=True, exist_ok=True)
   _write_json(workdir / 'config.json', config.to_dict())
+  if jax.process_count() > 1:
+    check_shared_workdir(workdir)
   dp = step_lib.DataParallel(config.parallelism)
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
                               bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)

@@ -21,6 +21,7 @@ declare -A runs=(
   [alignmixup]="--config.method=alignmixup"  # the authors' protocol: alignmixup.alpha = 2, prob = 0.5
 )
 # One line per run still to do (a finished run is skipped: the sweep resumes), then JOBS runs at a time.
+# shellcheck disable=SC2016  # the single-quoted script is expanded by `bash -c`, not here
 for name in "${!runs[@]}"; do
   for seed in $seeds; do
     [ -f "$out/$name/seed$seed/summary.json" ] || echo "$name $seed ${runs[$name]}"
