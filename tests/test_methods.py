@@ -127,7 +127,7 @@ def test_erm_is_the_cross_entropy_of_the_pooled_logits():
       only_loss_fn('erm', config_with(method='erm', label_smoothing=0.2)), model, images, targets,
       jax.random.key(0))
   (_, expected), _ = model(images[0])
-  np.testing.assert_allclose(logits[0], expected, rtol=1e-5)
+  np.testing.assert_allclose(logits[0], expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(loss[0], losses.soft_cross_entropy(expected, targets[0], label_smoothing=0.2),
                              rtol=1e-5)
   np.testing.assert_array_equal(logit_targets, targets)
@@ -143,7 +143,7 @@ def test_multimix_per_device_mixes_logits_with_that_devices_key():
     (_, pooled), _ = model(images[device])
     expected = losses.multimix_loss(jax.random.fold_in(mixing, device), pooled, targets[device], B, 0.1, n=40)
     np.testing.assert_allclose(loss[device], expected, rtol=1e-5)
-    np.testing.assert_allclose(logits[device], pooled, rtol=1e-5)  # accuracy is scored on the clean batch
+    np.testing.assert_allclose(logits[device], pooled, rtol=1e-5, atol=1e-5)  # accuracy is scored on the clean batch
   assert not np.allclose(loss[0], loss[1])
 
 
@@ -177,7 +177,7 @@ def test_dense_multimix_scores_the_pooled_logits_and_uses_the_dense_forward():
   loss, (logits, _, _) = per_device(loss_fn, model, images, targets, key)
   assert model.calls[-1]['dense']
   (features, dense), _ = model(images[0], dense=True)
-  np.testing.assert_allclose(logits[0], dense.mean(axis=(1, 2)), rtol=1e-5)
+  np.testing.assert_allclose(logits[0], dense.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
   A = jnp.full((B, H * W), 1 / (H * W))
   expected = losses.dense_multimix_loss(jax.random.fold_in(jax.random.split(key)[1], 0), dense.reshape(B, -1, C),
                                         targets[0], A, B, 0.1, n=40)
