@@ -185,7 +185,11 @@ def test_confidence_map_formulas():
   np.testing.assert_allclose(mm.confidence_map(Z, 'gap'), jax.nn.softmax(scores, 1), atol=1e-6)
   relu = np.maximum(scores, 0)
   np.testing.assert_allclose(mm.confidence_map(Z, 'gap_relu'), relu / relu.sum(1, keepdims=True), atol=1e-6)
-  np.testing.assert_allclose(mm.confidence_map(-jnp.abs(Z) * 0, 'gap_relu'), 1 / r)
+  # A map whose positions cancel out (pooled embedding 0) has every score 0: gap_relu falls back to uniform.
+  half = jnp.round(Z[:, :2] * 4) / 4 + 0.125  # exact in float32, so that the mean is exactly 0
+  cancelling = jnp.concatenate([half, -half], axis=1)
+  assert float(jnp.abs(cancelling).min()) > 0 and not np.any(cancelling.mean(1))
+  np.testing.assert_allclose(mm.confidence_map(cancelling, 'gap_relu'), 1 / r, atol=1e-6)
   np.testing.assert_allclose(mm.confidence_map(Z, 'uniform'), 1 / r)
   logits = jax.random.normal(KEY, (b, r, c))
   labels = jnp.array([1, 0, 1])
