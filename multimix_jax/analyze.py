@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from multimix_jax import configs
 from multimix_jax import interpolation
 from multimix_jax import models
 from multimix_jax import step as step_lib
@@ -392,7 +393,7 @@ def group_runs(runs: list[Run]) -> list[list[int]]:
   """Indices of `runs` grouped by config, ignoring the seed and keys that do not change training; in order."""
   keys, groups = [], []
   for i, run in enumerate(runs):
-    flat = {k: v for k, v in _flatten(run.config.to_dict()).items() if k not in _NOT_THE_CONFIG}
+    flat = {k: v for k, v in configs.flatten(run.config.to_dict()).items() if k not in _NOT_THE_CONFIG}
     key = json.dumps(flat, sort_keys=True, default=str)
     if key in keys:
       groups[keys.index(key)].append(i)
@@ -400,16 +401,6 @@ def group_runs(runs: list[Run]) -> list[list[int]]:
       keys.append(key)
       groups.append([i])
   return groups
-
-
-def _flatten(tree, prefix=''):
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
-  return flat
 
 
 def _group_label(members):

@@ -23,6 +23,7 @@ from clu import periodic_actions
 from etils import epath
 from jax.experimental import multihost_utils
 
+from multimix_jax import configs
 from multimix_jax import data
 from multimix_jax import interpolation
 from multimix_jax import methods
@@ -111,20 +112,10 @@ def validate_config(config, num_devices, num_processes=1):
 
 
 def _config_differences(saved, config):
-  saved, current = _flatten(saved), _flatten(config.to_dict())
+  saved, current = configs.flatten(saved), configs.flatten(config.to_dict())
   keys = sorted(k for k in saved.keys() | current.keys()
                 if k not in RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
   return [f'{k}: {saved.get(k)!r} in the workdir, {current.get(k)!r} now' for k in keys]
-
-
-def _flatten(tree, prefix=''):
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
 
 
 def _comparable(value):
@@ -298,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams(_flatten(config.to_dict()))
+    writer.write_hparams(configs.flatten(config.to_dict()))
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
   if config.profile and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(logdir=str(workdir), num_profile_steps=5))
