@@ -54,7 +54,8 @@ def sinkhorn_plan(cost, *, epsilon=EPSILON, max_iterations=MAX_ITERATIONS, thres
 
   Log-domain Sinkhorn from zero potentials: each iteration updates the row potential u, then the column potential
   v with the new u,
-    u ← ε (log(1/r + 1e-8) − logsumexp_j((v_j − C_ij) / ε)),  v ← ε (log(1/s + 1e-8) − logsumexp_i((u_i − C_ij) / ε)),
+    u ← ε (log(1/r + 1e-8) − logsumexp_j((v_j − C_ij) / ε)),
+    v ← ε (log(1/s + 1e-8) − logsumexp_i((u_i − C_ij) / ε)),
   and the plan is exp((u_i + v_j − C_ij) / ε). It stops after `max_iterations`, or earlier, after the first
   iteration whose mean over the b pairs of Σ_i |u_i − u_i^previous| is below `threshold`: the rule is taken over
   the whole batch, as theirs (per device here, as per GPU under their DataParallel). Since v is updated last,

@@ -1,6 +1,7 @@
 """Entry point: `python -m multimix_jax.main --config=configs/imagenet_r50.py --workdir=DIR`.
 
-Without --config it trains the embedded default (multimix_jax/configs/default.py: a small CNN on handwritten digits, offline).
+Without --config it trains the embedded default (multimix_jax/configs/default.py: a small CNN on handwritten
+digits, offline).
 Override any config key on the command line, e.g. `--config.method=erm --config.multimix.n=10000`.
 A command line that cannot work ends with one line starting with `error:`, before anything is written.
 """

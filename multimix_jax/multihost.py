@@ -3,9 +3,9 @@
 `initialize` calls `jax.distributed.initialize` with its documented arguments and starts a watchdog thread. JAX's
 own heartbeat ends every process when one stops answering, but with a C++ abort and a page of stack traces;
 the watchdog notices first (after a quarter of the heartbeat timeout without a sign of life; JAX's service acts
-after between half and all of it), prints one line naming the lost process, and exits with status 1. Each process writes a counter to the coordination service's key-value
-store every second, and 'done' when it ends normally; process 0 watches every counter and publishes a lost process
-for the others to read. When process 0 itself dies, the others' JAX clients lose the coordination service it ran
+after between half and all of it), prints one line naming the lost process, and exits with status 1. Each process
+writes a counter to the coordination service's key-value store every second, and 'done' when it ends normally;
+process 0 watches every counter and publishes a lost process for the others to read. When process 0 itself dies, the others' JAX clients lose the coordination service it ran
 and abort at once, usually before the watchdog's next look; the watchdog reports it when it gets there first.
 """
 
