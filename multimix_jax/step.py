@@ -167,20 +167,26 @@ class DataParallel:
       tree = jax.tree.map(lambda x: x[0], tree)
     return jax.device_get(tree)
 
+  def map(self, body, *, in_specs, out_specs, pmap_in_axes=0, donate_argnums=()):
+    """`body`, written per device with collectives over AXIS, compiled over every device.
+
+    shard_map: jit(shard_map(body)) with `in_specs`/`out_specs` (P() replicated, P(AXIS) split over devices).
+    pmap: pmap(body); every argument carries a leading device axis (put_state, put_batch) except those that
+    `pmap_in_axes` marks None (a host value, the same everywhere), and outputs keep that axis.
+    """
+    if self.parallelism == 'pmap':
+      return jax.pmap(body, axis_name=AXIS, devices=self.devices, in_axes=pmap_in_axes, donate_argnums=donate_argnums)
+    return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs),
+                   donate_argnums=donate_argnums)
+
   def train_step(self, **kwargs):
     """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx and loss_fn."""
-    body = functools.partial(train_step, **kwargs)
-    if self.parallelism == 'pmap':
-      return jax.pmap(body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
-    return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P())),
-                   donate_argnums=0)
+    return self.map(functools.partial(train_step, **kwargs), in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
+                    donate_argnums=0)
 
   def eval_step(self, **kwargs):
     """(state, batch) -> summed eval counts, compiled; kwargs are eval_step's model."""
-    body = functools.partial(eval_step, **kwargs)
-    if self.parallelism == 'pmap':
-      return jax.pmap(body, axis_name=AXIS, devices=self.devices)
-    return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
+    return self.map(functools.partial(eval_step, **kwargs), in_specs=(P(), P(AXIS)), out_specs=P())
 
   def metrics(self, tree):
     """Step outputs (replicated) -> host floats."""

@@ -37,13 +37,9 @@ def _map(dp, body, args, num_per_example_out, replicated_out=()):
   """jit(shard_map) or pmap of `body`, whose arguments are `args`: 'state' (placed by dp.put_state), 'batch'
   (dp.put_batch) or 'scalar' (a host number). Outputs: `num_per_example_out` per-example arrays (to host, padding
   included), then the replicated ones (to host)."""
-  if dp.parallelism == 'pmap':
-    mapped = jax.pmap(body, axis_name=AXIS, devices=dp.devices, in_axes=tuple(None if a == 'scalar' else 0
-                                                                              for a in args))
-  else:
-    in_specs = tuple(P(AXIS) if a == 'batch' else P() for a in args)
-    out_specs = (P(AXIS),) * num_per_example_out + tuple(P() for _ in replicated_out)
-    mapped = jax.jit(jax.shard_map(body, mesh=dp.mesh, in_specs=in_specs, out_specs=out_specs))
+  mapped = dp.map(body, in_specs=tuple(P(AXIS) if a == 'batch' else P() for a in args),
+                  out_specs=(P(AXIS),) * num_per_example_out + tuple(P() for _ in replicated_out),
+                  pmap_in_axes=tuple(None if a == 'scalar' else 0 for a in args))
 
   def run(*values):
     outputs = mapped(*values)
