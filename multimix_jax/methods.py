@@ -46,8 +46,11 @@ def _split(key):
   return shared, jax.random.fold_in(mixing, jax.lax.axis_index(AXIS))
 
 
-def _all_gather(x):
-  return jax.lax.all_gather(x, AXIS, tiled=True)
+def _gatherer(scope):
+  """Mixing within this device's batch ('device', the paper), or within the batch all-gathered from every device."""
+  if scope == 'global':
+    return lambda x: jax.lax.all_gather(x, AXIS, tiled=True)
+  return lambda x: x
 
 
 def _draw_alpha(key, alpha):
@@ -98,7 +101,7 @@ def multimix(forward, images, targets, key, *, n, m, alpha, scope, label_smoothi
   """
   alpha_key, mix_key = _split(key)
   (_, logits), updates = forward(images)
-  gather = _all_gather if scope == 'global' else (lambda x: x)
+  gather = _gatherer(scope)
   all_logits, all_targets = gather(logits), gather(targets)
   loss = losses.multimix_loss(mix_key, all_logits, all_targets, m or all_logits.shape[0],
                               _draw_alpha(alpha_key, alpha), n=n, label_smoothing=label_smoothing)
@@ -115,7 +118,7 @@ def dense_multimix(forward, images, targets, key, *, n, m, alpha, scope, confide
   # A ViT sows the attention each token receives in its last block (the 'attention' confidence); other models none.
   attention = updates.get('intermediates', {}).get('attention', (None,))[-1]
   A = interpolation.confidence_map(features, confidence, logits=dense_logits, labels=targets, attention=attention)
-  gather = _all_gather if scope == 'global' else (lambda x: x)
+  gather = _gatherer(scope)
   all_logits, all_targets, A = gather(dense_logits), gather(targets), gather(A)
   loss = losses.dense_multimix_loss(mix_key, all_logits, all_targets, A, m or all_logits.shape[0],
                                     _draw_alpha(alpha_key, alpha), n=n, chunk_size=chunk_size,
@@ -159,12 +162,15 @@ def _multimix_args(config):
   return dict(n=mm.n, m=mm.m, alpha=alpha, scope=mm.scope, label_smoothing=config.label_smoothing)
 
 
+def _coin_flip(prob, loss_fn, other):
+  """`loss_fn` on a mini-batch with probability `prob`, else `other`; a branch of probability 0 is left out."""
+  return [Branch(p, fn) for p, fn in ((prob, loss_fn), (1.0 - prob, other)) if p > 0]
+
+
 def _with_alternative(loss_fn, config):
-  """`loss_fn` on a mini-batch with probability multimix.prob, else multimix.alternative: the paper's protocol
-  alternates MultiMix with input mixup, as Manifold Mixup's code alternates its stages."""
-  prob = config.multimix.prob
-  alternative = ALTERNATIVES[config.multimix.alternative](config)
-  return [Branch(p, fn) for p, fn in ((prob, loss_fn), (1.0 - prob, alternative)) if p > 0]
+  """`loss_fn` with probability multimix.prob, else multimix.alternative: the paper's protocol alternates MultiMix
+  with input mixup, as Manifold Mixup's code alternates its stages."""
+  return _coin_flip(config.multimix.prob, loss_fn, ALTERNATIVES[config.multimix.alternative](config))
 
 
 def _alignmixup(config):
@@ -174,8 +180,7 @@ def _alignmixup(config):
   pairwise = dict(alpha=float(al.alpha), mode=config.mixup_mode, label_smoothing=config.label_smoothing)
   aligned = functools.partial(alignmixup, epsilon=float(al.epsilon), max_iterations=int(al.max_iterations),
                               threshold=float(al.threshold), **pairwise)
-  return [Branch(p, fn) for p, fn in ((al.prob, aligned), (1.0 - al.prob, functools.partial(input_mixup, **pairwise)))
-          if p > 0]
+  return _coin_flip(al.prob, aligned, functools.partial(input_mixup, **pairwise))
 
 
 ALTERNATIVES: dict[str, Callable[[ml_collections.ConfigDict], Callable[..., Any]]] = {

@@ -317,9 +317,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         evaluating = step % eval_every == 0 or step == num_steps
         saving = step % checkpoint_every == 0 or step == num_steps or preempted
         if logging_now or evaluating or saving:  # metrics reach the host here only: no sync on other steps
-          fetched += [(s, dp.metrics(m)) for s, m in pending]
-          pending = []
-          _check_finite(fetched, last_saved, workdir)
+          new = [(s, dp.metrics(m)) for s, m in pending]
+          _check_finite(new, last_saved, workdir)
+          fetched, pending = fetched + new, []
         if logging_now:
           summary = {f'train_{k}': np.mean([m[k] for _, m in fetched]) for k in ('loss', 'accuracy')}
           summary['learning_rate'] = float(lr_schedule(step - 1))

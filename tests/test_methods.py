@@ -25,12 +25,7 @@ B, H, W, C_IN, D, C = 6, 2, 2, 3, 5, 4
 def config_with(**overrides):
   config = default.get_config()
   config.multimix.n = 40
-  for key, value in overrides.items():
-    target = config
-    *path, leaf = key.split('.')
-    for part in path:
-      target = target[part]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)  # keys such as 'multimix.n'
   return config
 
 

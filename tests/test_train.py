@@ -41,12 +41,7 @@ def small_config(data_dir, **overrides):
   config.checkpoint_every_steps = 3
   config.log_every_steps = 3
   config.multimix.n = 64
-  for key, value in overrides.items():
-    target = config
-    *path, leaf = key.split('.')
-    for part in path:
-      target = target[part]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)  # keys such as 'multimix.n'
   return config
 
 
