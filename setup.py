@@ -28,6 +28,7 @@ setuptools.setup(
     license='Apache-2.0',
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['multimix_jax', 'multimix_jax.*']),
+    package_data={'multimix_jax.targets': ['gpu_specs/*.txtpb', 'gpu_specs/*.md']},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).

@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 
 from multimix_jax import configs
+from multimix_jax import datasets
 from multimix_jax import interpolation
 from multimix_jax import models
 from multimix_jax import step as step_lib
@@ -117,11 +118,9 @@ def load_run(workdir: str, options: Options = Options()) -> Run:
   if config.get('model') not in models.MODELS:
     raise AnalysisError(f'{workdir}: model={config.get("model")!r} in its config.json is not a model of this code '
                         f'({", ".join(sorted(models.MODELS))}).')
-  from multimix_jax import data  # pylint: disable=g-import-not-at-top  # TensorFlow, only once the flags are checked
-  if config.get('dataset') not in data.DATASETS:
+  if config.get('dataset') not in datasets.DATASETS:
     raise AnalysisError(f'{workdir}: dataset={config.get("dataset")!r} is not supported.')
-  spec = data.DATASETS[config.dataset]
-  image_shape = (spec.size or config.image_size,) * 2 + (spec.channels,)
+  image_shape = datasets.image_shape(config)
   model = _model(config)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, *image_shape), np.float32),
                                                train=False))
@@ -190,7 +189,7 @@ def analyze_run(run: Run, options: Options = Options()) -> tuple[dict, dict]:
   params, batch_stats = _restore(run)
   state = dp.put_state(step_lib.TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
                                            opt_state=()))
-  spec = data.DATASETS[config.dataset]
+  spec = datasets.DATASETS[config.dataset]
   eps = options.eps if options.eps is not None else DEFAULT_EPS[config.dataset]
   attacking = 'robustness' in options.metrics
   evaluate = evaluation.evaluate_fn(dp, model)

@@ -1,5 +1,9 @@
 """Entry point: `python -m multimix_jax.main --config=configs/imagenet_r50.py --workdir=DIR`.
 
+`--compile_for=TARGET` (e.g. v5e-32, h100x8) instead compiles every step of that run for the target, with no
+accelerator and no dataset, prints per-chip memory, FLOPs and a roofline bound, and exits non-zero when a step does
+not fit (see multimix_jax.targets).
+
 Without --config it trains the embedded default (multimix_jax/configs/default.py: a small CNN on handwritten
 digits, offline).
 Override any config key on the command line, e.g. `--config.method=erm --config.multimix.n=10000`.
@@ -19,6 +23,7 @@ from ml_collections import config_flags
 from multimix_jax import configs
 from multimix_jax import data
 from multimix_jax import multihost
+from multimix_jax import targets
 from multimix_jax import train
 
 
@@ -36,7 +41,11 @@ except (AttributeError, KeyError) as e:
   _fail(f'an override names a key the config does not have: {e} (in '
         f'{" ".join(a for a in sys.argv if a.startswith("--config."))}).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and summary.json; '
-                               'rerunning with the same workdir resumes.', required=True)
+                               'rerunning with the same workdir resumes. Required unless --compile_for is given.')
+_COMPILE_FOR = flags.DEFINE_string(
+    'compile_for', None, 'Preflight: compile every step of this run for a TPU slice or GPU node it need not have '
+    '(v4-8 ... v4-4096, v5litepod-N or v5e-N, v5p-N, v6e-N, h100xN, h200xN, a100-40gbxN, a100-80gbxN), print '
+    'per-chip memory, FLOPs and a roofline bound, and exit non-zero if a step does not fit. Trains nothing.')
 _PER_DEVICE_BATCH = flags.DEFINE_integer(
     'per_device_batch_size', None, 'Sets batch_size and eval_batch_size to this many examples times '
     'jax.device_count() (all devices of all hosts), replacing the config\'s values; the paper\'s b = 128.',
@@ -76,8 +85,17 @@ def _parse_flags(argv):
     _CONFIG.value  # pylint: disable=pointless-statement  (loads the file and applies the --config.* overrides)
   except Exception as e:  # pylint: disable=broad-except  (a config file's own error, or an override's)
     _fail(f'--config={config_file}: {type(e).__name__}: {" ".join(str(e).split())}')
-  workdir = _WORKDIR.value
-  if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+  if _COMPILE_FOR.value:
+    try:
+      targets.resolve(_COMPILE_FOR.value)
+    except targets.TargetError as e:
+      _fail(f'--compile_for: {e}')
+    if _DISTRIBUTED.value:
+      _fail('--compile_for compiles on this machine for the whole target; drop --jax_distributed.')
+  elif not _WORKDIR.value:
+    _fail('--workdir is required (where the run keeps its checkpoints), unless --compile_for is given.')
+  workdir = _WORKDIR.value or ''
+  if workdir and '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
     _fail(f'--workdir={workdir} is a file, not a directory.')
   if _LOCAL_DEVICE_IDS.value and not all(i.strip().isdigit() for i in _LOCAL_DEVICE_IDS.value):
     _fail(f'--local_device_ids={",".join(_LOCAL_DEVICE_IDS.value)}: give device numbers, e.g. 0,1,2,3.')
@@ -86,9 +104,27 @@ def _parse_flags(argv):
   return rest
 
 
+def _compile_for(config, target):
+  """The preflight: the table on stdout, progress on stderr; a step that does not fit is one error line."""
+  jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
+  try:
+    result = targets.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))
+  except targets.DoesNotFit as e:
+    message, result = e.args
+    print(result['markdown'])
+    _fail(message)
+  except (targets.TargetError, ValueError, RuntimeError) as e:
+    _fail(' '.join(str(e).split()))
+  print(result['markdown'])
+  print(f'\nAll {len(result["rows"])} steps fit; compiled in {result["compile_s"]:.0f} s.', file=sys.stderr)
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_quiet_orbax)
+  if _COMPILE_FOR.value:
+    _compile_for(_CONFIG.value, _COMPILE_FOR.value)
+    return
   watchdog = None
   if _DISTRIBUTED.value:
     local_device_ids = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None

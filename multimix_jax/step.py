@@ -5,6 +5,7 @@ how state and batches are laid out for each. Nothing here imports TensorFlow: th
 batches.
 """
 
+import copy
 import functools
 from typing import Any
 
@@ -147,18 +148,30 @@ class DataParallel:
     self.mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
     self.num_local_devices = sum(d.process_index == jax.process_index() for d in self.devices)
 
+  def sharding(self, spec):
+    """The NamedSharding of `spec` (P() replicated, P(AXIS) split over devices) on this mapping's mesh."""
+    return NamedSharding(self.mesh, spec)
+
+  def on_abstract_mesh(self):
+    """This mapping (shard_map) over its mesh's abstract twin: axis names and sizes, no devices. Its steps lower
+    for any platform (`.trace(...).lower(lowering_platforms=('cpu',))`), e.g. to count a step's FLOPs where the
+    target's own compiler reports none."""
+    twin = copy.copy(self)
+    twin.mesh = self.mesh.abstract_mesh
+    return twin
+
   def put_state(self, tree):
     """Host or device pytree (the same on every process) -> fresh device buffers, replicated for the step."""
     if self.parallelism == 'pmap':  # one copy per local device, placed by an identity pmap
       copies = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices, *np.shape(x))), tree)
       return jax.pmap(lambda x: x, axis_name=AXIS, devices=self.devices)(copies)
-    return jax.device_put(tree, NamedSharding(self.mesh, P()))
+    return jax.device_put(tree, self.sharding(P()))
 
   def put_batch(self, batch):
     """This process's batch {name: (local b, ...)} -> the step's layout."""
     if self.parallelism == 'pmap':
       return jax.tree.map(lambda x: x.reshape(self.num_local_devices, -1, *x.shape[1:]), batch)
-    sharding = NamedSharding(self.mesh, P(AXIS))
+    sharding = self.sharding(P(AXIS))
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def get_state(self, tree):

@@ -8,6 +8,7 @@ over every device), so it needs neither TensorFlow nor a dataset:
     python -m multimix_jax.benchmark --preset=gpu         # ResNet-50 and PreActResNet-18, bf16, with PyTorch
     python -m multimix_jax.benchmark --model=small_cnn --batch_size=128 --methods=erm,multimix_n10000
     python -m multimix_jax.benchmark --input              # the TFDS input pipeline alone (imports TensorFlow)
+    python -m multimix_jax.benchmark --target=v5e-8       # compiled for a TPU slice or GPU node, not timed
 
 One module per job:
 
@@ -19,6 +20,8 @@ One module per job:
   compile time and memory; peak memory in a fresh process per method.
 - `torch_baseline`: ERM on the authors' PyTorch networks, in its own process.
 - `input_pipeline`: the `--input` mode.
+- `compiled`: the `--target` mode: every method compiled for a target by `multimix_jax.targets`, judged on the
+  compiler's figures.
 - `report`: ratios to ERM with 95% confidence intervals from the paired rounds, met / missed / undecided verdicts
   on the targets, markdown tables.
 - `cli`: the command line (absl flags, as `multimix_jax.main`).
@@ -72,6 +75,8 @@ def run(options: Options, log=print) -> dict:
     jax.config.update('jax_default_prng_impl', options.prng_impl)
   report = {'environment': environment(), 'settings': [], 'input': None}
   backend = report['environment']['backend']
+  if options.target:
+    return _run_compiled(options, report, log)
   if options.input:
     from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top  # imports TensorFlow
     datasets = [d.strip() for d in options.input_datasets.split(',') if d.strip()]
@@ -108,6 +113,33 @@ def run(options: Options, log=print) -> dict:
   report['targets'] = [{'target': t, 'measured': m, 'verdict': v}
                        for t, m, v in check_targets(report['settings'], backend)]
   report['markdown'] = markdown_report(report)
+  if options.json:
+    with open(options.json, 'w') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+def _run_compiled(options: Options, report: dict, log) -> dict:
+  """--target: every method of the settings compiled for the target (default preset: gpu), nothing timed."""
+  from multimix_jax import targets  # pylint: disable=g-import-not-at-top
+  from multimix_jax.benchmark import compiled  # pylint: disable=g-import-not-at-top
+  if options.input or options.torch or options.peak_memory:
+    raise BenchmarkError('--target compiles only: drop --input, --torch and --peak_memory.')
+  try:
+    target = targets.resolve(options.target)
+  except targets.TargetError as e:
+    raise BenchmarkError(f'--target: {e}') from e
+  settings = settings_from_options(options, 'gpu' if options.preset is None and options.model is None else 'tpu')
+  for setting in settings:
+    timing.check_setting(setting, chunk_size=options.chunk_size, num_devices=target.num_devices)
+  try:
+    results = [compiled.compile_setting(s, target, chunk_size=options.chunk_size, log=log) for s in settings]
+  except targets.TargetError as e:
+    raise BenchmarkError(str(e)) from e
+  report.update(settings=results, target=target.describe())
+  report['targets'] = [{'target': t, 'compiled': m, 'verdict': v} for t, m, v in compiled.check_targets(results)]
+  report['markdown'] = compiled.markdown_report(results, [(c['target'], c['compiled'], c['verdict'])
+                                                          for c in report['targets']])
   if options.json:
     with open(options.json, 'w') as f:
       json.dump(report, f, indent=2)

@@ -43,6 +43,10 @@ _TORCH = flags.DEFINE_bool('torch', None, 'Also time ERM in PyTorch on the same 
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', None, 'torch.compile the PyTorch network (default: on a GPU only).')
 _PEAK_MEMORY = flags.DEFINE_bool('peak_memory', None, "Measure each method's peak device memory in its own process "
                                  '(default: where the backend reports memory, i.e. not on CPU).')
+_TARGET = flags.DEFINE_string(
+    'target', None, 'Compile every method for this TPU slice or GPU node instead of timing it here (e.g. v5e-8, v4-32, '
+    'h100x1; see multimix_jax.targets): per-chip memory, FLOPs, bytes, a roofline bound and ratios to ERM, from the '
+    "target's compiler (default preset: gpu).")
 _JSON = flags.DEFINE_string('json', 'benchmark.json', "Where to write the results ('' to skip).")
 _INPUT = flags.DEFINE_bool('input', False, 'Benchmark the TFDS input pipeline instead (imports TensorFlow).')
 _INPUT_DATASETS = flags.DEFINE_string('input_datasets', 'digits,cifar10', 'With --input: datasets, comma-separated.')

@@ -66,6 +66,7 @@ class Options:
   torch_compile: bool | None = None
   peak_memory: bool | None = None
   json: str = 'benchmark.json'
+  target: str | None = None
   input: bool = False
   input_datasets: str = 'digits,cifar10'
   input_batches: int = 200

@@ -28,6 +28,7 @@ from multimix_jax import models
 from multimix_jax import step as step_lib
 from multimix_jax.benchmark import report
 from multimix_jax.benchmark.settings import BenchmarkError, MethodSpec, Setting, default_config, parse_method
+from multimix_jax.targets import compile as compile_lib
 
 
 def feature_positions(model, image_shape: tuple[int, int, int]) -> int:
@@ -139,25 +140,6 @@ def synthetic_batch(dp, key, b: int, image_shape, num_classes: int) -> dict:
   return jax.jit(functools.partial(make, size=b * len(dp.devices)), out_shardings=sharding)(key)
 
 
-def memory_analysis(compiled) -> dict | None:
-  """XLA's memory figures for one device of a compiled step (bytes), or None where the backend gives none."""
-  try:
-    analysis = compiled.memory_analysis()
-  except Exception:  # pylint: disable=broad-except  # not implemented by every backend
-    return None
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  if analysis is None:
-    return None
-  fields = ('argument_size_in_bytes', 'output_size_in_bytes', 'alias_size_in_bytes', 'temp_size_in_bytes',
-            'generated_code_size_in_bytes')
-  out = {f: int(getattr(analysis, f, 0) or 0) for f in fields}
-  # Live at once during the step: inputs, outputs that do not reuse (donated) inputs, and scratch.
-  out['step_bytes'] = (out['argument_size_in_bytes'] + out['output_size_in_bytes'] - out['alias_size_in_bytes'] +
-                       out['temp_size_in_bytes'])
-  return out
-
-
 def device_memory_stats() -> dict | None:
   """{'peak_bytes_in_use', 'bytes_in_use'}, the maxima over local devices, or None (CPU reports none)."""
   stats = [d.memory_stats() for d in jax.local_devices()]
@@ -182,7 +164,7 @@ class _Method:
       lowered_at = time.perf_counter()
       self.compiled = lowered.compile()
       self.lower_s, self.compile_s = lowered_at - started, time.perf_counter() - lowered_at
-      self.memory = memory_analysis(self.compiled)
+      self.memory = compile_lib.memory_analysis(self.compiled)
     except Exception as e:  # pylint: disable=broad-except  # reported in its row; the other methods go on
       self._fail(e)
 
@@ -202,6 +184,13 @@ class _Method:
       self._fail(e)
 
 
+def optimizer():
+  """The trainer's default optimiser (SGD with momentum), as every benchmarked step uses it."""
+  config = default_config()
+  config.num_train_steps = 10**9  # only the learning-rate schedule reads it
+  return step_lib.create_optimizer(config, steps_per_epoch=1000)[0]
+
+
 def _build(setting, *, parallelism, chunk_size, only=None, log=print):
   """Data-parallel wrapper, r and the compiled methods of `setting` (or of the method `only`), warmed up."""
   dp = step_lib.DataParallel(parallelism)
@@ -210,9 +199,7 @@ def _build(setting, *, parallelism, chunk_size, only=None, log=print):
   names = setting.methods if only is None else (only,)
   branches = [make_branch(parse_method(m), setting, num_devices=len(dp.devices), r=r, chunk_size=chunk_size)
               for m in names]
-  config = default_config()
-  config.num_train_steps = 10**9
-  tx, _ = step_lib.create_optimizer(config, steps_per_epoch=1000)
+  tx = optimizer()
   init_key, data_key, train_key = jax.random.split(jax.random.key(0), 3)
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, setting.image_shape))
   batch = synthetic_batch(dp, data_key, setting.batch_size, setting.image_shape, setting.num_classes)

@@ -15,7 +15,7 @@ This package is the only part of multimix_jax that imports TensorFlow.
 
 import dataclasses
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 from absl import logging
 from etils import epath
@@ -23,6 +23,9 @@ import jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from multimix_jax import datasets
+from multimix_jax.datasets import DATASETS
+from multimix_jax.datasets import SUPPORTED_DATASETS
 from multimix_jax.data import digits as _digits  # pylint: disable=unused-import  # registers 'digits'
 from multimix_jax.data import tiny_imagenet as _tiny_imagenet  # registers 'tiny_imagenet'
 
@@ -33,9 +36,6 @@ except RuntimeError:
   pass
 
 _AUTOTUNE = tf.data.AUTOTUNE
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-_EVAL_CROP_FRACTION = 224 / 256  # ImageNet evaluation: resize the shorter side to 256, center crop 224
 # AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB covariance of ImageNet pixels
 # in [0, 1], the values of AlignMixup's ImageNet `main.py` (from fb.resnet.torch).
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -56,30 +56,6 @@ class DatasetInfo:
   num_train: int
   num_eval: int
   image_shape: tuple[int, int, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Dataset:
-  """How one TFDS dataset is read and augmented.
-
-  `augment`: 'none' (digits: not flip-invariant), 'pad_crop_flip' (random crop of the native size from the image
-  zero-padded by `padding` pixels, then a horizontal flip) or 'inception' (random-resized crop of JPEG bytes to
-  `config.image_size` and a flip; evaluation resizes the shorter side to 256/224 · image_size and center-crops).
-  `mean` and `std` are per channel, in [0, 1] pixel units. `color_jitter` > 0 (inception only): after the crop and
-  flip, brightness, contrast and saturation jitter of that strength in a random order (`color_jitter`);
-  `lighting_std` > 0: then PCA lighting noise of that standard deviation (`lighting`); both on [0, 1] pixels.
-  """
-  num_classes: int
-  channels: int
-  size: int | None  # native image size; None: config.image_size (images of any size, cropped and resized)
-  eval_split: str
-  augment: str
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  padding: int = 0
-  color_jitter: float = 0.0
-  lighting_std: float = 0.0
-  prepare: Callable[[str, str], str] | None = None  # (name, data_dir) -> how to prepare it; None: automatic
 
 
 def _prepare_command(name, data_dir):
@@ -106,23 +82,8 @@ def _tiny_imagenet_instructions(name, data_dir):
           f'  {manual}\nIt is then prepared automatically on first use (a few minutes).')
 
 
-DATASETS = {
-    # Normalisation of digits: pixel mean and std of its train split.
-    'digits': _Dataset(10, 1, 8, 'test', 'none', (0.30543,), (0.37596,)),
-    # CIFAR-10/100 and Tiny ImageNet: the authors' code normalises all three with the same widely copied CIFAR-10
-    # constants (its std is not CIFAR-10's pixel std, 0.247, 0.243, 0.261); we keep theirs, to the letter.
-    'cifar10': _Dataset(10, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
-                        prepare=_build_command),
-    'cifar100': _Dataset(100, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
-                         prepare=_build_command),
-    'tiny_imagenet': _Dataset(200, 3, 64, 'validation', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
-                              prepare=_tiny_imagenet_instructions),
-    # ImageNet: AlignMixup's training transform, RandomResizedCrop(224), flip, ColorJitter(0.4, 0.4, 0.4) and
-    # Lighting(0.1) of its `utils/util.py`, then Normalize.
-    'imagenet2012': _Dataset(1000, 3, None, 'validation', 'inception', _IMAGENET_MEAN, _IMAGENET_STD,
-                             color_jitter=0.4, lighting_std=0.1, prepare=_imagenet_instructions),
-}
-SUPPORTED_DATASETS = tuple(DATASETS)
+# How to prepare each dataset that is not built automatically (`Dataset.prepare`).
+_PREPARE = {'build': _build_command, 'imagenet': _imagenet_instructions, 'tiny_imagenet': _tiny_imagenet_instructions}
 
 
 def dataset_info(config) -> DatasetInfo:
@@ -132,11 +93,11 @@ def dataset_info(config) -> DatasetInfo:
     ValueError: unknown `config.dataset`, or `config.num_classes` / `config.image_size` that do not fit it.
     DatasetNotFoundError: the dataset is not prepared in `config.data_dir`; the message gives the fix.
   """
-  spec = _spec(config)
+  spec = datasets.spec(config)
   builder = _prepared_builder(config)
   splits = builder.info.splits
   return DatasetInfo(num_classes=spec.num_classes, num_train=splits['train'].num_examples,
-                     num_eval=splits[spec.eval_split].num_examples, image_shape=_image_shape(config, spec))
+                     num_eval=splits[spec.eval_split].num_examples, image_shape=datasets.image_shape(config))
 
 
 def train_batches(config, *, local_batch_size: int, seed: int, start_step: int = 0,
@@ -148,7 +109,7 @@ def train_batches(config, *, local_batch_size: int, seed: int, start_step: int =
     depends only on (config, local_batch_size, seed, process_index, process_count): `start_step=k` yields
     exactly what `start_step=0` yields from its k-th batch on.
   """
-  spec = _spec(config)
+  spec = datasets.spec(config)
   process_index, process_count = _process(process_index, process_count)
   if local_batch_size < 1 or start_step < 0:
     raise ValueError(f'local_batch_size={local_batch_size} must be >= 1 and start_step={start_step} >= 0.')
@@ -202,7 +163,7 @@ def eval_batches(config, *, local_batch_size: int, process_index: int | None = N
     (local_batch_size,)}: `mask` is False on padding. Shares cover the split exactly once across processes, and
     every process yields the same number of batches (fully masked ones where its share runs out first).
   """
-  spec = _spec(config)
+  spec = datasets.spec(config)
   process_index, process_count = _process(process_index, process_count)
   if local_batch_size < 1:
     raise ValueError(f'local_batch_size={local_batch_size} must be >= 1.')
@@ -222,30 +183,6 @@ def eval_batches(config, *, local_batch_size: int, process_index: int | None = N
   return iter(tfds.as_numpy(ds))
 
 
-def _spec(config) -> _Dataset:
-  """The dataset's entry, after checking the config keys that must agree with it."""
-  if config.dataset not in DATASETS:
-    raise ValueError(f'dataset={config.dataset!r} is not supported; choose one of {list(SUPPORTED_DATASETS)}.')
-  spec = DATASETS[config.dataset]
-  problems = []
-  if config.num_classes != spec.num_classes:
-    problems.append(f'num_classes={config.num_classes} but {config.dataset} has {spec.num_classes} classes; '
-                    f'set --config.num_classes={spec.num_classes}.')
-  if spec.size is not None and config.image_size != spec.size:
-    problems.append(f'image_size={config.image_size} but {config.dataset} images are {spec.size}x{spec.size} '
-                    f'and are not resized; set --config.image_size={spec.size}.')
-  if spec.size is None and config.image_size < 1:
-    problems.append(f'image_size={config.image_size} must be positive.')
-  if problems:
-    raise ValueError(' '.join(problems))
-  return spec
-
-
-def _image_shape(config, spec) -> tuple[int, int, int]:
-  size = spec.size or config.image_size
-  return (size, size, spec.channels)
-
-
 def _prepared_builder(config) -> tfds.core.DatasetBuilder:
   """The TFDS builder of `config.dataset`, prepared: digits (and Tiny ImageNet from its zip) on first use."""
   name, spec = config.dataset, DATASETS[config.dataset]
@@ -259,7 +196,8 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
     logging.info('Preparing %s in %s (offline, once).', name, root)
     builder.download_and_prepare()
     return builder
-  raise DatasetNotFoundError(f'Dataset {name} is not prepared in data_dir={root}.\n{spec.prepare(name, root)}')
+  raise DatasetNotFoundError(f'Dataset {name} is not prepared in data_dir={root}.\n'
+                              f'{_PREPARE[spec.prepare](name, root)}')
 
 
 def _process(process_index, process_count) -> tuple[int, int]:

@@ -1,0 +1,96 @@
+"""The preflight of a run: every step it would compile, compiled for a target it does not have.
+
+`python -m multimix_jax.main --config=configs/imagenet_r50.py --compile_for=v5e-32` compiles each branch of the
+method's mixing schedule and the eval step at the config's global batch spread over the target's chips, on the
+target's (multi-host) topology, with no dataset and no accelerator, and prints one table (`report.markdown`). It
+fails, with one message saying what to change, when a step does not fit in a chip's memory.
+"""
+
+import functools
+import time
+
+from multimix_jax import datasets
+from multimix_jax import methods
+from multimix_jax import models
+from multimix_jax import step as step_lib
+from multimix_jax.targets import compile as compile_lib
+from multimix_jax.targets import hardware
+from multimix_jax.targets import report
+
+# The learning-rate schedule's boundaries are constants of the compiled step, not shapes: any epoch length gives
+# the same program size. The preflight needs no dataset, so it uses this one.
+_STEPS_PER_EPOCH = 1000
+
+
+class DoesNotFit(RuntimeError):
+  """A step of the run needs more memory per chip than the target has; the message says what to change."""
+
+
+def branch_name(branch: methods.Branch) -> str:
+  """'multimix (p = 0.5)', 'manifold_mixup stage 2 (p = 0.33)': a schedule entry as the table names it."""
+  fn = branch.loss_fn
+  keywords = fn.keywords if isinstance(fn, functools.partial) else {}
+  name = getattr(fn.func if isinstance(fn, functools.partial) else fn, '__name__', 'loss')
+  if 'stage' in keywords:
+    name += f' stage {keywords["stage"]}'
+  return f'train: {name} (p = {branch.probability:.2g})'
+
+
+def preflight(config, target_name: str, log=print) -> dict:
+  """Compiles every step of the run `config` for `target_name`; returns {'target', 'rows', 'markdown', 'fits'}.
+
+  Raises hardware.TargetError for an unknown target, ValueError (one message listing every problem) for a config
+  that cannot run on that many chips, and DoesNotFit when a step needs more memory than a chip has.
+  """
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config; imports TensorFlow
+  target = hardware.resolve(target_name)
+  devices = target.devices()
+  train.validate_config(config, len(devices), target.hosts)
+  datasets.spec(config)
+  image_shape = datasets.image_shape(config)
+  dp = step_lib.DataParallel('shard_map', devices=devices)
+  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+  tx, _ = step_lib.create_optimizer(config, _STEPS_PER_EPOCH)
+  count_on_cpu = target.chip.platform != 'tpu'
+  started = time.perf_counter()
+  costs = []
+  for branch in methods.METHODS[config.method](config):
+    name = branch_name(branch)
+    log(f'[{target.name}] compiling {name}...')
+    costs.append(compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
+                                                image_shape=image_shape, global_batch=config.batch_size,
+                                                count_on_cpu=count_on_cpu))
+  log(f'[{target.name}] compiling eval...')
+  costs.append(compile_lib.compile_eval_step('eval', dp, model=model, tx=tx, image_shape=image_shape,
+                                             global_batch=config.eval_batch_size, count_on_cpu=count_on_cpu))
+  rows = [report.chip_row(cost, target) for cost in costs]
+  parallelism = '' if config.parallelism == 'shard_map' else ' (compiled with shard_map: pmap maps the same step)'
+  title = (f'{config.model} {config.method}, batch {config.batch_size} ({config.batch_size // target.chips} a chip), '
+           f'{config.dtype}, on {target.name}{parallelism}')
+  result = {'target': target.describe(), 'rows': rows, 'markdown': report.markdown(rows, target, title),
+            'compile_s': time.perf_counter() - started, 'fits': all(row['fits'] for row in rows)}
+  failed = [row for row in rows if row['error'] and row['fits'] is not False]
+  if failed:
+    raise RuntimeError(f'{failed[0]["step"]} did not compile for {target.name}: {failed[0]["error"]}')
+  too_big = [row for row in rows if row['fits'] is False]
+  if too_big:
+    raise DoesNotFit(_advice(too_big, config, target), result)
+  return result
+
+
+def _advice(rows, config, target) -> str:
+  """What to change when `rows` do not fit: the step, its bytes against the chip's, and the keys that shrink it."""
+  row = rows[0]
+  usable = row['usable_hbm_bytes'] / 2**30
+  need = (f'needs {row["total_bytes"] / 2**30:.2f} GiB per chip' if row['total_bytes'] is not None else
+          'cannot fit (the compiler refused it)')
+  fixes = [f'lower --config.batch_size (now {config.batch_size}, {config.batch_size // target.chips} per chip) or '
+           'use a larger slice']
+  if config.dtype == 'float32':
+    fixes.append('compute in --config.dtype=bfloat16')
+  if config.method == 'dense_multimix':
+    fixes.append(f'chunk the dense loss with a smaller --config.multimix.chunk_size (now {config.multimix.chunk_size})')
+  others = f' ({len(rows) - 1} more step{"s" if len(rows) > 2 else ""} too)' if len(rows) > 1 else ''
+  return (f'{row["step"]} {need} on {target.name}, which has {usable:.2f} GiB usable per chip{others}: '
+          + '; '.join(fixes) + '.')
