@@ -36,5 +36,8 @@ setuptools.setup(
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
         'tpu': ['jax[tpu]'],
+        # The TPU and GPU compilers without the accelerators: libtpu and the CUDA plugin with no CUDA libraries, for
+        # `--compile_for` and `benchmark --target` on any machine.
+        'compile': ['jax[tpu,cuda12-local]'],
     },
 )

@@ -12,5 +12,8 @@ import os
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The suite runs on this machine's CPU. With libtpu or the CUDA plugin installed (the compile-for-target tests need
+# them), JAX would otherwise try to start those backends in every process, and libtpu takes a machine-wide lock.
+os.environ['JAX_PLATFORMS'] = 'cpu'
 if os.environ.get('MULTIMIX_TEST_OPTIMIZE') != '1':
   os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'

@@ -82,6 +82,11 @@ def run(options: Options, log=print) -> dict:
     datasets = [d.strip() for d in options.input_datasets.split(',') if d.strip()]
     if options.input_batches < 1 or options.mock_examples < 1 or (options.batch_size or 1) < 1:
       raise BenchmarkError('--input_batches, --mock_examples and --batch_size must be >= 1.')
+    if options.input_cores is not None:
+      available = sorted(os.sched_getaffinity(0))
+      if not 1 <= options.input_cores <= len(available):
+        raise BenchmarkError(f'--input_cores={options.input_cores} must be in [1, {len(available)}] on this machine.')
+      os.sched_setaffinity(0, available[:options.input_cores])  # TensorFlow sizes its thread pools from this
     report['input'] = input_pipeline.input_benchmark(
         datasets, batch_size=options.batch_size or 128, batches=options.input_batches, warmup=5,
         mock_examples=options.mock_examples, data_dir=options.data_dir, log=log)

@@ -52,6 +52,8 @@ _INPUT = flags.DEFINE_bool('input', False, 'Benchmark the TFDS input pipeline in
 _INPUT_DATASETS = flags.DEFINE_string('input_datasets', 'digits,cifar10', 'With --input: datasets, comma-separated.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 200, 'With --input: batches timed.')
 _MOCK_EXAMPLES = flags.DEFINE_integer('mock_examples', 2048, 'With --input: examples of a mocked dataset.')
+_INPUT_CORES = flags.DEFINE_integer('input_cores', None, 'With --input: pin the process to this many CPU cores '
+                                    'before TensorFlow starts (1: images/s per core; default: every core).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'With --input: TFDS data_dir (digits is built there on first use).')
 
 

@@ -71,6 +71,7 @@ class Options:
   input_datasets: str = 'digits,cifar10'
   input_batches: int = 200
   mock_examples: int = 2048
+  input_cores: int | None = None
   data_dir: str | None = None
 
 
