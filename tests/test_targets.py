@@ -123,7 +123,7 @@ def test_every_method_compiles_for_a_multi_host_tpu_slice():
   for method, result in results.items():
     schedule = methods.METHODS[method.replace('_global', '')](default_config.get_config())
     assert len(result['rows']) == len(schedule) + 1, method  # every branch, then eval
-    assert result['fits'] and '| eval | 8 |' in result['markdown'], method
+    assert result['fits'] and '| eval | 4 |' in result['markdown'], method  # 64 over 16 chips
     for row in result['rows']:
       assert row['error'] is None and row['flops'] > 0 and row['bytes_accessed'] > 0 and 0 < row['total_bytes'], method
       assert row['cost_source'] == 'compiled' and row['bound_images_per_s'] > 0

@@ -5,12 +5,12 @@ time on a CPU, and what the compiler says of it.
   chip with their sources, and compile-only devices of a target.
 - `compile`: the trainer's own steps lowered on abstract inputs and compiled; memory, FLOPs, bytes, compile time.
 - `report`: per-chip figures, fit verdicts, the roofline bound and the markdown table.
-- `preflight`: every step of a run's config compiled for a target (`python -m multimix_jax.main --compile_for=...`).
+- `steps`: every step of a run's config compiled for a target (`python -m multimix_jax.main --compile_for=...`).
 
 The benchmark compiles its presets for a target too (`python -m multimix_jax.benchmark --target=v5e-8`).
 """
 
 from multimix_jax.targets.hardware import CHIPS, Chip, Target, TargetError, known_names, resolve
-from multimix_jax.targets.preflight import DoesNotFit, preflight
+from multimix_jax.targets.steps import DoesNotFit, preflight
 
 __all__ = ['CHIPS', 'Chip', 'DoesNotFit', 'Target', 'TargetError', 'known_names', 'preflight', 'resolve']

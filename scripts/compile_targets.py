@@ -1,0 +1,134 @@
+"""The README's compiled TPU/GPU table: every shipped config compiled for a list of targets, on this machine.
+
+    python scripts/compile_targets.py --targets=h100x8,a100-40gbx8,v5e-8,v6e-8,v5e-32 --out=docs/compiled_targets.jsonl
+    python scripts/compile_targets.py --out=docs/compiled_targets.jsonl --markdown   # the table, from what is done
+
+For each (config, target) it runs the run's own preflight (each branch of the config's mixing schedule and the eval
+step, as `python -m multimix_jax.main --config=... --compile_for=TARGET`) and compiles ERM's and Dense MultiMix's
+train steps on the same config, so that MultiMix's and Dense MultiMix's FLOPs and memory read against ERM's. One JSON
+line per (config, target) is appended to --out; a pair already there is skipped, so an interrupted run resumes.
+Compiling for a TPU on a CPU is slow (minutes per ResNet-50 step): run it in the background.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+import jax
+
+jax.config.update('jax_platforms', 'cpu')
+
+from multimix_jax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax import targets  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax.targets import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIGS = ('cifar10_r18', 'cifar10_wrn16_8', 'tinyimagenet_r18', 'imagenet_r50', 'imagenet_vit_s16', 'cifar100_vit')
+TARGETS = ('h100x8', 'a100-40gbx8', 'v5e-8', 'v6e-8', 'v5e-32')
+# The input pipeline's images/s per CPU core for each kind of dataset (benchmark --input --input_cores=1, README):
+# the host cores one chip needs are the chip's bound images/s over these.
+_CORE_KEYS = {'digits': 'digits', 'cifar10': 'cifar', 'cifar100': 'cifar', 'tiny_imagenet': 'tiny_imagenet',
+              'imagenet2012': 'imagenet2012'}
+
+
+def _load(name):
+  return importlib.import_module(f'multimix_jax.configs.{name}').get_config()
+
+
+def compile_pair(config_name, target_name, log):
+  """The preflight of the config's run on the target, plus ERM's and the Dense MultiMix branch's train steps."""
+  config = _load(config_name)
+  started = time.perf_counter()
+  try:
+    result = targets.preflight(config, target_name, log=log)
+  except targets.DoesNotFit as e:
+    result = e.args[1]
+  rows = result['rows']
+  extra = {}
+  for method in ('erm', 'dense_multimix'):
+    other = _load(config_name)
+    other.method = method
+    branch = methods.METHODS[method](other)[0]
+    target = targets.resolve(target_name)
+    extra[method] = _compile_branch(other, target, branch, log)
+  return {'config': config_name, 'target': target_name, 'target_description': result['target'],
+          'method': config.method, 'batch_size': config.batch_size, 'dtype': config.dtype, 'dataset': config.dataset,
+          'rows': rows, 'erm': extra['erm'], 'dense_multimix': extra['dense_multimix'],
+          'wall_s': time.perf_counter() - started, 'jax': jax.__version__}
+
+
+def _compile_branch(config, target, branch, log):
+  from multimix_jax import datasets, models, step as step_lib  # pylint: disable=g-import-not-at-top
+  from multimix_jax.targets import compile as compile_lib, report  # pylint: disable=g-import-not-at-top
+  dp = step_lib.DataParallel('shard_map', devices=target.devices())
+  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+  tx, _ = step_lib.create_optimizer(config, 1000)
+  name = steps_lib.branch_name(branch)
+  log(f'[{target.name}] compiling {name}...')
+  cost = compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
+                                        image_shape=datasets.image_shape(config), global_batch=config.batch_size,
+                                        count_on_cpu=target.chip.platform != 'tpu')
+  return report.chip_row(cost, target)
+
+
+def _ratio(a, b):
+  return '—' if a is None or not b else f'{a / b:.3f}'
+
+
+def markdown(entries, per_core):
+  lines = ['| config | target | batch / chip | fits | memory / chip (largest step) | MultiMix FLOPs × ERM | '
+           'Dense FLOPs × ERM | Dense memory × ERM | ERM bound images/s/chip | host cores / chip | compile (s) |',
+           '| --- | --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  from multimix_jax.targets import report  # pylint: disable=g-import-not-at-top
+  for e in entries:
+    rows = e['rows']
+    multimix = next((r for r in rows if r['step'].startswith('train: multimix ')), None)
+    erm, dense = e['erm'], e['dense_multimix']
+    every = rows + [erm, dense]
+    fits = 'yes' if all(r['fits'] for r in every) else '**no**'
+    largest = max((r['total_bytes'] or 0) for r in every)
+    bound = erm['bound_images_per_s']
+    cores = per_core.get(_CORE_KEYS[e['dataset']])
+    compile_s = sum(r['compile_s'] or 0 for r in every)
+    lines.append(f"| {e['config']} ({e['dtype']}) | {e['target']} | {rows[0]['images_per_chip']} | {fits} | "
+                 f"{report.size(largest)} | {_ratio(multimix and multimix['flops'], erm['flops'])} | "
+                 f"{_ratio(dense['flops'], erm['flops'])} | {_ratio(dense['total_bytes'], erm['total_bytes'])} | "
+                 f"{'—' if bound is None else f'{bound:,.0f}'} | "
+                 f"{'—' if bound is None or not cores else f'{bound / cores:.1f}'} | {compile_s:.0f} |")
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--configs', default=','.join(CONFIGS))
+  parser.add_argument('--targets', default=','.join(TARGETS))
+  parser.add_argument('--out', default='docs/compiled_targets.jsonl')
+  parser.add_argument('--markdown', action='store_true', help='Print the table of what --out holds, compile nothing.')
+  parser.add_argument('--per_core', default='',
+                      help='Input images/s per CPU core, e.g. cifar=1000,tiny_imagenet=500,imagenet2012=90.')
+  args = parser.parse_args()
+  done = []
+  if os.path.exists(args.out):
+    with open(args.out, encoding='utf-8') as f:
+      done = [json.loads(line) for line in f if line.strip()]
+  if args.markdown:
+    per_core = {k: float(v) for k, v in (p.split('=') for p in args.per_core.split(',') if p)}
+    order = {(c, t): i for i, (c, t) in enumerate((c, t) for t in args.targets.split(',') for c in CONFIGS)}
+    print(markdown(sorted(done, key=lambda e: order.get((e['config'], e['target']), len(order))), per_core))
+    return
+  have = {(e['config'], e['target']) for e in done}
+  for target in args.targets.split(','):
+    for config in args.configs.split(','):
+      if (config, target) in have:
+        continue
+      entry = compile_pair(config, target, log=lambda m: print(m, file=sys.stderr, flush=True))
+      with open(args.out, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(entry) + '\n')
+      print(f'{config} on {target}: {entry["wall_s"]:.0f} s', file=sys.stderr, flush=True)
+
+
+if __name__ == '__main__':
+  main()
