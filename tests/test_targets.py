@@ -8,6 +8,7 @@ Outside CI a missing compiler skips its tests; in CI (CI=true) it fails them.
 import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -211,3 +212,20 @@ def test_benchmark_target_judges_compiled_ratios(tmp_path):
   assert 'Compiled, not run' in result['markdown'] and (tmp_path / 'b.json').exists()
   with pytest.raises(benchmark.BenchmarkError, match="--target: unknown target 'h100'"):
     benchmark.run(benchmark.Options(target='h100', json=''), log=lambda _: None)
+
+
+def test_input_benchmark_feeds_imagenet_sized_jpegs_on_one_core(tmp_path):
+  """What a host must feed: the ImageNet training transform on JPEGs of ImageNet's size, pinned to one core."""
+  from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top
+  jpegs = input_pipeline.synthetic_jpegs(8)
+  shapes = [input_pipeline._jpeg_shape(j) for j in jpegs]  # pylint: disable=protected-access
+  assert all(262 <= h <= 438 and 300 <= w <= 500 for h, w in shapes) and len(set(shapes)) > 1
+  assert 40_000 < sum(map(len, jpegs)) / len(jpegs) < 200_000  # bytes: photographs', not flat colour's
+  out = tmp_path / 'input.json'
+  done = subprocess.run([sys.executable, '-m', 'multimix_jax.benchmark', '--input', '--input_datasets=imagenet2012',
+                         '--input_cores=1', '--batch_size=4', '--input_batches=2', '--mock_examples=16',
+                         f'--json={out}'], capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  (row,) = json.loads(out.read_text())['input']
+  assert row['cores'] == 1 and row['image_shape'] == [224, 224, 3] and row['images_per_s'] > 0
+  assert '16 synthetic JPEGs' in row['source'] and '| 1 |' in done.stdout
