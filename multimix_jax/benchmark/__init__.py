@@ -134,7 +134,7 @@ def _run_compiled(options: Options, report: dict, log) -> dict:
     target = targets.resolve(options.target)
   except targets.TargetError as e:
     raise BenchmarkError(f'--target: {e}') from e
-  settings = settings_from_options(options, 'gpu' if options.preset is None and options.model is None else 'tpu')
+  settings = settings_from_options(options, 'tpu')  # an accelerator's defaults (the gpu preset) without PyTorch
   for setting in settings:
     timing.check_setting(setting, chunk_size=options.chunk_size, num_devices=target.num_devices)
   try:
