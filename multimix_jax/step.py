@@ -90,7 +90,8 @@ def train_step(state, batch, key, *, model, tx, loss_fn):
 
   Returns:
     (new state, metrics averaged over devices: 'loss', 'accuracy', and 'finite', 1 where the loss and every
-    new parameter are finite on every device).
+    floating value of the new state (parameters, BatchNorm statistics, optimiser state) are finite on every
+    device).
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(key), state.step)
   targets = jax.nn.one_hot(batch['label'], model.num_classes)
@@ -113,8 +114,14 @@ def train_step(state, batch, key, *, model, tx, loss_fn):
                         batch_stats=jax.lax.pmean(updates.get('batch_stats', state.batch_stats), AXIS),
                         opt_state=opt_state)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(logit_targets, -1))
-  finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(new_params)]))
+  finite = jnp.isfinite(loss) & all_finite(state)
   return state, jax.lax.pmean({'loss': loss, 'accuracy': accuracy, 'finite': finite.astype(jnp.float32)}, AXIS)
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating leaf of `tree` is finite: what a checkpoint of it would save is usable."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.array([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.array(True)
 
 
 def eval_step(state, batch, *, model):

@@ -46,7 +46,8 @@ class ConfigError(RunError, ValueError):
 
 
 class NonFiniteError(RunError):
-  """The loss or a parameter became NaN or infinite; the run stops before a checkpoint of it is written."""
+  """The loss or the state (parameters, BatchNorm statistics, optimiser state) became NaN or infinite; the run
+  stops before a checkpoint of it is written."""
 
 
 def validate_config(config, num_devices, num_processes=1):
@@ -231,13 +232,14 @@ def evaluate(dp, eval_step, state, config, info):
 
 
 def _check_finite(fetched, last_saved, workdir):
-  """Raises NonFiniteError at the first fetched step whose loss or parameters are not finite."""
+  """Raises NonFiniteError at the first fetched step whose loss or state is not finite."""
   for step, metrics in fetched:
     if metrics['finite'] < 1.0:
       resume = (f'the last good checkpoint is step {last_saved} in {workdir / "checkpoints"}' if last_saved else
                 'no checkpoint was written')
       raise NonFiniteError(
-          f'the loss or the parameters became NaN or infinite at step {step} (loss {metrics["loss"]}); the run '
+          f'the loss or the model\'s state (parameters, BatchNorm statistics or optimiser state) became NaN or '
+          f'infinite at step {step} (loss {metrics["loss"]}); the run '
           f'stopped and {resume}. Lower learning_rate, or check the data and the method\'s hyperparameters.')
 
 
