@@ -1,4 +1,5 @@
-"""Test-wide set-up: four host devices, so data-parallel code is exercised on a CPU, and light compilation.
+"""Test-wide set-up: four host devices, so data-parallel code is exercised on a CPU, light compilation, and one
+compilation cache for the session.
 
 XLA reads the flags once, when the backend starts, so they are set before anything imports jax; subprocesses that
 the tests start (the command line, several processes, notebooks) inherit them.
@@ -6,14 +7,26 @@ the tests start (the command line, several processes, notebooks) inherit them.
 `jax_disable_most_optimizations` (as flax's examples/imagenet tests use it) halves the compile time that dominates
 this suite. Tests compare programs compiled the same way, or against references with float tolerances, so their
 numerics allow it; set MULTIMIX_TEST_OPTIMIZE=1 to run the suite with XLA's full optimisation.
+
+The suite runs on the CPU's host devices (it counts on four of them), also where a CUDA or TPU plugin is installed:
+JAX_PLATFORMS=cpu, unless set already. Many tests and their subprocesses compile the same programs (the trainer's
+steps for the digits default, a run again after SIGTERM); JAX's persistent compilation cache, in a directory of
+this session only and removed at its end, compiles each once. A cached executable is the one XLA would compile
+again, so no test's numerics change.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# The suite runs on this machine's CPU. With libtpu or the CUDA plugin installed (the compile-for-target tests need
-# them), JAX would otherwise try to start those backends in every process, and libtpu takes a machine-wide lock.
-os.environ['JAX_PLATFORMS'] = 'cpu'
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 if os.environ.get('MULTIMIX_TEST_OPTIMIZE') != '1':
   os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='multimix_jax_test_cache_')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
