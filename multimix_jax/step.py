@@ -35,30 +35,52 @@ def _kernels_only(params):
   return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
-def create_optimizer(config, steps_per_epoch):
-  """The optimiser `config.optimizer` and its lr schedule.
+def _piecewise(config, warmup, total, steps_per_epoch):
+  """×`lr_decay_factor` at each of `lr_boundaries_epochs`, after a linear warmup of `warmup` steps (if any)."""
+  del total
+  boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_boundaries_epochs}
+  schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  if warmup:
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), schedule], [warmup])
+  return schedule
 
-  'sgd': SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD). 'adamw': Adam with decoupled
-  weight decay (PyTorch's AdamW: p -= lr · (adam step + weight_decay · p)), betas `config.adam_betas`. With
-  `config.weight_decay_kernels_only` only 'kernel' parameters are decayed (DeiT), else every parameter.
+
+def _cosine(config, warmup, total, steps_per_epoch):
+  """Linear warmup, then cosine decay to 0 at the last step."""
+  del steps_per_epoch
+  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
+
+
+def _sgd(config, schedule, mask):
+  """SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD)."""
+  return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
+                     optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+
+
+def _adamw(config, schedule, mask):
+  """Adam with decoupled weight decay (PyTorch's AdamW: p -= lr · (adam step + weight_decay · p))."""
+  b1, b2 = config.adam_betas
+  return optax.adamw(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay, mask=mask)
+
+
+# `config.schedule` and `config.optimizer` name one of these; any other name is refused.
+SCHEDULES = {'piecewise': _piecewise, 'cosine': _cosine}
+OPTIMIZERS = {'sgd': _sgd, 'adamw': _adamw}
+
+
+def create_optimizer(config, steps_per_epoch):
+  """The optimiser `config.optimizer` (OPTIMIZERS) with the lr schedule `config.schedule` (SCHEDULES).
+
+  With `config.weight_decay_kernels_only` only 'kernel' parameters are decayed (DeiT), else every parameter.
+  Raises ValueError for a name that neither registry has.
   """
+  for key, registry in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES)):
+    if config[key] not in registry:
+      raise ValueError(f'{key}={config[key]!r} is unknown; choose one of {sorted(registry)}.')
   warmup = int(config.warmup_epochs * steps_per_epoch)
-  total = num_train_steps(config, steps_per_epoch)
-  if config.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
-  else:
-    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_boundaries_epochs}
-    schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-    if warmup:
-      schedule = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), schedule],
-                                      [warmup])
+  schedule = SCHEDULES[config.schedule](config, warmup, num_train_steps(config, steps_per_epoch), steps_per_epoch)
   mask = _kernels_only if config.weight_decay_kernels_only else None
-  if config.optimizer == 'adamw':
-    b1, b2 = config.adam_betas
-    return optax.adamw(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay, mask=mask), schedule
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
-                   optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
-  return tx, schedule
+  return OPTIMIZERS[config.optimizer](config, schedule, mask), schedule
 
 
 def num_train_steps(config, steps_per_epoch):
@@ -147,9 +169,11 @@ class DataParallel:
   pmap: state carries a leading axis of local devices, batches are reshaped to (local devices, b, ...).
   """
 
+  KINDS = ('shard_map', 'pmap')
+
   def __init__(self, parallelism, devices=None):
-    if parallelism not in ('shard_map', 'pmap'):
-      raise ValueError(f"parallelism must be 'shard_map' or 'pmap', got {parallelism!r}.")
+    if parallelism not in self.KINDS:
+      raise ValueError(f'parallelism must be one of {self.KINDS}, got {parallelism!r}.')
     self.parallelism = parallelism
     self.devices = list(devices or jax.devices())
     self.mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))

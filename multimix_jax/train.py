@@ -62,9 +62,12 @@ def validate_config(config, num_devices, num_processes=1):
   need(config.method in methods.METHODS, f'method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.')
   need(config.model in models.MODELS, f'model={config.model!r} is unknown; choose one of {sorted(models.MODELS)}.')
   need(config.dtype in step_lib.DTYPES, f'dtype={config.dtype!r} must be one of {sorted(step_lib.DTYPES)}.')
-  need(config.parallelism in ('shard_map', 'pmap'), f"parallelism={config.parallelism!r} must be 'shard_map' or 'pmap'.")
-  need(config.schedule in ('piecewise', 'cosine'), f"schedule={config.schedule!r} must be 'piecewise' or 'cosine'.")
-  need(config.optimizer in ('sgd', 'adamw'), f"optimizer={config.optimizer!r} must be 'sgd' or 'adamw'.")
+  need(config.parallelism in step_lib.DataParallel.KINDS,
+       f'parallelism={config.parallelism!r} must be one of {step_lib.DataParallel.KINDS}.')
+  need(config.schedule in step_lib.SCHEDULES,
+       f'schedule={config.schedule!r} is unknown; choose one of {sorted(step_lib.SCHEDULES)}.')
+  need(config.optimizer in step_lib.OPTIMIZERS,
+       f'optimizer={config.optimizer!r} is unknown; choose one of {sorted(step_lib.OPTIMIZERS)}.')
   need(len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas),
        f'adam_betas={tuple(config.adam_betas)} must be (b1, b2) with 0 <= b1, b2 < 1.')
   for name in ('batch_size', 'eval_batch_size'):

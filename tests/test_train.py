@@ -160,6 +160,9 @@ def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
     ({'multimix.confidence': 'attention'}, r"multimix.confidence='attention'"),
     ({'num_classes': 100}, r'num_classes=100 but digits has 10 classes'),
     ({'image_size': 32}, r'image_size=32 but digits images are 8x8'),
+    ({'optimizer': 'lamb'}, r"optimizer='lamb' is unknown; choose one of \['adamw', 'sgd'\]"),
+    ({'schedule': 'linear'}, r"schedule='linear' is unknown; choose one of \['cosine', 'piecewise'\]"),
+    ({'parallelism': 'pjit'}, r"parallelism='pjit' must be one of \('shard_map', 'pmap'\)"),
 ])
 def test_bad_config_fails_before_any_work(overrides, message, data_dir, tmp_path):
   workdir = tmp_path / 'run'
