@@ -109,10 +109,10 @@ def _compile_for(config, target):
   jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
   try:
     result = targets.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))
-  except targets.DoesNotFit as e:
+  except (targets.DoesNotFit, targets.StepFailed) as e:
     message, result = e.args
     print(result['markdown'])
-    _fail(message)
+    _fail(' '.join(message.split()))
   except (targets.TargetError, ValueError, RuntimeError) as e:
     _fail(' '.join(str(e).split()))
   print(result['markdown'])

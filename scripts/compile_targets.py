@@ -43,7 +43,7 @@ def compile_pair(config_name, target_name, log):
   started = time.perf_counter()
   try:
     result = targets.preflight(config, target_name, log=log)
-  except targets.DoesNotFit as e:
+  except (targets.DoesNotFit, targets.StepFailed) as e:
     result = e.args[1]
   rows = result['rows']
   extra = {}

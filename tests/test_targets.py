@@ -229,3 +229,27 @@ def test_input_benchmark_feeds_imagenet_sized_jpegs_on_one_core(tmp_path):
   (row,) = json.loads(out.read_text())['input']
   assert row['cores'] == 1 and row['image_shape'] == [224, 224, 3] and row['images_per_s'] > 0
   assert '16 synthetic JPEGs' in row['source'] and '| 1 |' in done.stdout
+
+
+def test_a_gpu_step_triton_cannot_tile_ahead_of_time_is_compiled_with_cublas(monkeypatch):
+  """XLA:GPU may fail to tile a matmul for Triton with no GPU to autotune on (ViT-S/16 at b = 128 does): the step is
+  compiled again with Triton GEMMs off, and the table says so."""
+  needs_gpu()
+  real_compile = jax.stages.Lowered.compile
+
+  def compile_once_refused(self, compiler_options=None):
+    if not compiler_options:
+      raise RuntimeError("INTERNAL: Couldn't find output tile sizes that satisfy hlo: %dot.522 = bf16[25088,384]")
+    return real_compile(self, compiler_options=compiler_options)
+
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_once_refused)
+  config = default_config.get_config()
+  model = models.create_model('small_cnn', num_classes=10)
+  tx, _ = step_lib.create_optimizer(config, 100)
+  target = targets.resolve('h100x1')
+  cost = compile_lib.compile_train_step('erm', step_lib.DataParallel('shard_map', devices=target.devices()),
+                                        model=model, tx=tx, loss_fn=methods.METHODS['erm'](config)[0].loss_fn,
+                                        image_shape=(8, 8, 1), global_batch=16, count_on_cpu=True)
+  assert cost.error is None and cost.compiler_options == {'xla_gpu_enable_triton_gemm': False} and cost.flops > 0
+  assert 'compiled with xla_gpu_enable_triton_gemm=False' in report.markdown([report.chip_row(cost, target)], target,
+                                                                            'erm')

@@ -69,6 +69,9 @@ def main(argv):
   # JAX would otherwise take 75% of a GPU's memory at start, leaving too little to the isolated processes (PyTorch,
   # peak memory) run beside it. Set the variable yourself to override.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  if flags.FLAGS.target:  # the target's devices are compile-only: this machine's accelerators need not start
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_platforms', 'cpu')
   from multimix_jax import benchmark  # pylint: disable=g-import-not-at-top
   try:
     report = benchmark.run(options_from_flags(), log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -11,6 +11,6 @@ The benchmark compiles its presets for a target too (`python -m multimix_jax.ben
 """
 
 from multimix_jax.targets.hardware import CHIPS, Chip, Target, TargetError, known_names, resolve
-from multimix_jax.targets.steps import DoesNotFit, preflight
+from multimix_jax.targets.steps import DoesNotFit, StepFailed, preflight
 
-__all__ = ['CHIPS', 'Chip', 'DoesNotFit', 'Target', 'TargetError', 'known_names', 'preflight', 'resolve']
+__all__ = ['CHIPS', 'Chip', 'DoesNotFit', 'StepFailed', 'Target', 'TargetError', 'known_names', 'preflight', 'resolve']

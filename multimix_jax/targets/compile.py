@@ -32,6 +32,7 @@ class StepCost:
   flops: float | None = None
   bytes_accessed: float | None = None
   cost_source: str | None = None  # 'compiled' (the target's compiler) or 'lowered' (HLO before optimisation)
+  compiler_options: dict | None = None  # XLA options this step needed to compile (see compile_step)
   error: str | None = None  # the compiler's refusal (RESOURCE_EXHAUSTED: the step cannot fit), or another failure
 
   @property
@@ -78,6 +79,18 @@ def _abstract(tree, dp, specs):
                for t, spec in zip(tree, specs))
 
 
+# Ahead of time, with no GPU to autotune on, XLA:GPU (jax 0.10) can fail to tile a large bf16 matmul for Triton
+# ("Couldn't find output tile sizes that satisfy hlo", ViT-S/16's attention output at b = 128). Such a step is
+# compiled again with the matmuls left to cuBLAS, and its row says so.
+_TRITON_TILING_FAILURE = "Couldn't find output tile sizes"
+_NO_TRITON_GEMM = {'xla_gpu_enable_triton_gemm': False}
+
+
+def _error_text(e: Exception) -> str:
+  message = ' '.join(str(e).split())
+  return f'{type(e).__name__}: {message[:600]}{"..." if len(message) > 600 else ""}'
+
+
 def compile_step(name, make_step, shapes, specs, *, dp, images_per_device, count_on_cpu) -> StepCost:
   """Compiles `make_step(dp)` (a DataParallel step) on abstract `shapes` laid out by `specs`; a failure is kept.
 
@@ -85,21 +98,28 @@ def compile_step(name, make_step, shapes, specs, *, dp, images_per_device, count
   report no cost ahead of time, XLA:GPU's).
   """
   started = time.perf_counter()
+  lowered = make_step(dp).lower(*_abstract(shapes, dp, specs))
+  options = None
   try:
-    compiled = make_step(dp).lower(*_abstract(shapes, dp, specs)).compile()
+    try:
+      compiled = lowered.compile()
+    except Exception as e:  # pylint: disable=broad-except
+      if not (count_on_cpu and _TRITON_TILING_FAILURE in str(e)):
+        raise
+      options = _NO_TRITON_GEMM
+      compiled = lowered.compile(compiler_options=options)
   except Exception as e:  # pylint: disable=broad-except  # the row says why; the other steps go on
-    message = ' '.join(str(e).split())
-    return StepCost(name, images_per_device, compile_s=time.perf_counter() - started,
-                    error=f'{type(e).__name__}: {message[:600]}{"..." if len(message) > 600 else ""}')
+    return StepCost(name, images_per_device, compile_s=time.perf_counter() - started, compiler_options=options,
+                    error=_error_text(e))
   compile_s = time.perf_counter() - started
   memory = memory_analysis(compiled)
   if count_on_cpu:
     twin = dp.on_abstract_mesh()
     lowered = make_step(twin).trace(*_abstract(shapes, twin, specs)).lower(lowering_platforms=('cpu',))
     flops, _ = _cost_figures(lowered.cost_analysis())
-    return StepCost(name, images_per_device, compile_s, memory, flops, None, 'lowered')
+    return StepCost(name, images_per_device, compile_s, memory, flops, None, 'lowered', options)
   flops, bytes_accessed = _cost_figures(compiled.cost_analysis())
-  return StepCost(name, images_per_device, compile_s, memory, flops, bytes_accessed, 'compiled')
+  return StepCost(name, images_per_device, compile_s, memory, flops, bytes_accessed, 'compiled', options)
 
 
 def state_shapes(model, tx, image_shape):

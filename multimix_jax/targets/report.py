@@ -16,6 +16,7 @@ def chip_row(cost: StepCost, target: hardware.Target) -> dict:
   usable = target.usable_bytes_per_device * per
   row = {'step': cost.name, 'images_per_chip': cost.images_per_device * per, 'compile_s': cost.compile_s,
          'usable_hbm_bytes': usable, 'error': cost.error, 'cost_source': cost.cost_source,
+         'compiler_options': cost.compiler_options,
          'arguments_bytes': None, 'temporaries_bytes': None, 'total_bytes': None, 'headroom_bytes': None,
          'flops': None, 'bytes_accessed': None, 'bytes_are_minimum': False, 'bound_s': None,
          'bound_images_per_s': None}
@@ -84,6 +85,10 @@ def markdown(rows: list[dict], target: hardware.Target, title: str) -> str:
                  '(reading its arguments, writing its outputs), and FLOPs are counted on the program before XLA\'s '
                  'optimisations.')
   for row in rows:
+    if row['compiler_options']:
+      options = ', '.join(f'{k}={v}' for k, v in row['compiler_options'].items())
+      notes.append(f'{row["step"]}: compiled with {options}: XLA:GPU could not tile one of its matmuls for Triton '
+                   'ahead of time (no GPU to autotune on), so cuBLAS computes them in this compilation.')
     if row['error']:
       notes.append(f'{row["step"]}: {row["error"]}')
   return '\n'.join(lines + ([''] + [f'- {n}' for n in notes] if notes else []))

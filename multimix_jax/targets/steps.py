@@ -7,6 +7,7 @@ fails, with one message saying what to change, when a step does not fit in a chi
 """
 
 import functools
+import re
 import time
 
 from multimix_jax import datasets
@@ -23,7 +24,12 @@ _STEPS_PER_EPOCH = 1000
 
 
 class DoesNotFit(RuntimeError):
-  """A step of the run needs more memory per chip than the target has; the message says what to change."""
+  """A step of the run needs more memory per chip than the target has; the message says what to change.
+  args: (message, the preflight's result with its table)."""
+
+
+class StepFailed(RuntimeError):
+  """A step did not compile for the target for another reason (the compiler's message); args as DoesNotFit's."""
 
 
 def branch_name(branch: methods.Branch) -> str:
@@ -40,7 +46,8 @@ def preflight(config, target_name: str, log=print) -> dict:
   """Compiles every step of the run `config` for `target_name`; returns {'target', 'rows', 'markdown', 'fits'}.
 
   Raises hardware.TargetError for an unknown target, ValueError (one message listing every problem) for a config
-  that cannot run on that many chips, and DoesNotFit when a step needs more memory than a chip has.
+  that cannot run on that many chips, DoesNotFit when a step needs more memory than a chip has, and StepFailed
+  when the target's compiler fails on a step for another reason.
   """
   from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config; imports TensorFlow
   target = hardware.resolve(target_name)
@@ -72,7 +79,7 @@ def preflight(config, target_name: str, log=print) -> dict:
             'compile_s': time.perf_counter() - started, 'fits': all(row['fits'] for row in rows)}
   failed = [row for row in rows if row['error'] and row['fits'] is not False]
   if failed:
-    raise RuntimeError(f'{failed[0]["step"]} did not compile for {target.name}: {failed[0]["error"]}')
+    raise StepFailed(f'{failed[0]["step"]} did not compile for {target.name}: {failed[0]["error"]}', result)
   too_big = [row for row in rows if row['fits'] is False]
   if too_big:
     raise DoesNotFit(_advice(too_big, config, target), result)
@@ -83,8 +90,11 @@ def _advice(rows, config, target) -> str:
   """What to change when `rows` do not fit: the step, its bytes against the chip's, and the keys that shrink it."""
   row = rows[0]
   usable = row['usable_hbm_bytes'] / 2**30
-  need = (f'needs {row["total_bytes"] / 2**30:.2f} GiB per chip' if row['total_bytes'] is not None else
-          'cannot fit (the compiler refused it)')
+  if row['total_bytes'] is not None:
+    need = f'needs {row["total_bytes"] / 2**30:.2f} GiB per chip'
+  else:  # the compiler refused it; its message has the sizes
+    refusal = re.search(r'RESOURCE_EXHAUSTED: (.*?)(?:\.(?: |$)|$)', row['error'] or '')
+    need = f'cannot fit ({refusal[1] if refusal else "the compiler refused it"})'
   fixes = [f'lower --config.batch_size (now {config.batch_size}, {config.batch_size // target.chips} per chip) or '
            'use a larger slice']
   if config.dtype == 'float32':
