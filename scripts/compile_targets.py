@@ -71,7 +71,7 @@ def _compile_branch(config, target, branch, log):
   cost = compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
                                         image_shape=datasets.image_shape(config), global_batch=config.batch_size,
                                         count_on_cpu=target.chip.platform != 'tpu')
-  return report.chip_row(cost, target)
+  return report.chip_row(cost, target, config.dtype)
 
 
 def _ratio(a, b):
@@ -90,7 +90,9 @@ def markdown(entries, per_core):
     every = rows + [erm, dense]
     fits = 'yes' if all(r['fits'] for r in every) else '**no**'
     largest = max((r['total_bytes'] or 0) for r in every)
-    bound = erm['bound_images_per_s']
+    chip = targets.resolve(e['target']).chip  # the bound from the stored figures, with today's chip facts
+    bound = (erm['images_per_chip'] / report.bound_s(erm['flops'], erm['bytes_accessed'], chip, e['dtype'])
+             if erm['flops'] else None)
     cores = per_core.get(_CORE_KEYS[e['dataset']])
     compile_s = sum(r['compile_s'] or 0 for r in every)
     lines.append(f"| {e['config']} ({e['dtype']}) | {e['target']} | {rows[0]['images_per_chip']} | {fits} | "

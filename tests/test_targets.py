@@ -87,20 +87,24 @@ def test_chip_row_per_chip_figures_fit_and_roofline_bound():
             'temp_size_in_bytes': 3 * _GIB, 'generated_code_size_in_bytes': 0, 'step_bytes': 5 * _GIB}
   cost = compile_lib.StepCost('train', 64, 1.0, memory, flops=2e12, bytes_accessed=8e9, cost_source='compiled')
   v5e = targets.resolve('v5e-8')  # 16 GiB, 197 TFLOP/s, 819 GB/s
-  row = report.chip_row(cost, v5e)
+  row = report.chip_row(cost, v5e, 'bfloat16')
   assert row['fits'] and row['total_bytes'] == 5 * _GIB and row['headroom_bytes'] == 11 * _GIB
   assert row['bound_s'] == pytest.approx(max(2e12 / 197e12, 8e9 / 819e9))
   assert row['bound_images_per_s'] == pytest.approx(64 / row['bound_s'])
   v4 = targets.resolve('v4-8')  # compiled as two devices (TensorCores) a chip: figures per chip are twice theirs
-  row = report.chip_row(cost, v4)
+  row = report.chip_row(cost, v4, 'float32')  # TPUs: float32 matmuls in bf16 passes
   assert (row['images_per_chip'], row['total_bytes'], row['flops']) == (128, 10 * _GIB, 4e12)
   assert row['bound_s'] == pytest.approx(max(2e12 / (275e12 / 2), 8e9 / (1200e9 / 2)))
   too_big = dataclasses.replace(cost, memory={**memory, 'step_bytes': 17 * _GIB})
-  assert report.chip_row(too_big, v5e)['fits'] is False
+  assert report.chip_row(too_big, v5e, 'bfloat16')['fits'] is False
   refused = compile_lib.StepCost('train', 64, 1.0, error='XlaRuntimeError: RESOURCE_EXHAUSTED: ran out of memory')
-  assert report.chip_row(refused, v5e)['fits'] is False
-  gpu = report.chip_row(dataclasses.replace(cost, bytes_accessed=None, cost_source='lowered'), targets.resolve('h100x1'))
+  assert report.chip_row(refused, v5e, 'bfloat16')['fits'] is False
+  lowered = dataclasses.replace(cost, bytes_accessed=None, cost_source='lowered')
+  gpu = report.chip_row(lowered, targets.resolve('h100x1'), 'bfloat16')
   assert gpu['bytes_are_minimum'] and gpu['bytes_accessed'] == 4 * _GIB  # arguments read + outputs written
+  assert gpu['bound_s'] == pytest.approx(max(2e12 / 989e12, 4 * _GIB / 3.35e12))
+  tf32 = report.chip_row(lowered, targets.resolve('h100x1'), 'float32')  # float32 matmuls run as TF32
+  assert tf32['bound_s'] == pytest.approx(max(2e12 / 494.7e12, 4 * _GIB / 3.35e12))
   assert gpu['usable_hbm_bytes'] == int(80e9 * 0.75)
 
 
@@ -251,5 +255,5 @@ def test_a_gpu_step_triton_cannot_tile_ahead_of_time_is_compiled_with_cublas(mon
                                         model=model, tx=tx, loss_fn=methods.METHODS['erm'](config)[0].loss_fn,
                                         image_shape=(8, 8, 1), global_batch=16, count_on_cpu=True)
   assert cost.error is None and cost.compiler_options == {'xla_gpu_enable_triton_gemm': False} and cost.flops > 0
-  assert 'compiled with xla_gpu_enable_triton_gemm=False' in report.markdown([report.chip_row(cost, target)], target,
-                                                                            'erm')
+  table = report.markdown([report.chip_row(cost, target, 'float32')], target, 'erm', 'float32')
+  assert 'compiled with xla_gpu_enable_triton_gemm=False' in table

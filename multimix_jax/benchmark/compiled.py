@@ -35,7 +35,7 @@ def compile_setting(setting: Setting, target: hardware.Target, *, chunk_size: in
                                           global_batch=setting.batch_size * len(devices),
                                           count_on_cpu=target.chip.platform != 'tpu')
     rows.append({'method': name, 'timed': branch.timed, 'loss': branch.loss_name, 'n': branch.n,
-                 **targets_report.chip_row(cost, target)})
+                 **targets_report.chip_row(cost, target, setting.dtype)})
   erm = next((row for row in rows if row['method'] == 'erm' and not row['error']), None)
   for row in rows:
     for key in RATIO_KEYS:

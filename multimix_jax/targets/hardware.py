@@ -7,7 +7,8 @@ accelerator needed): JAX's `jax.experimental.topologies.get_topology_desc`, with
 for TPUs and the CUDA plugin (`pip install 'jax[cuda12]'`, or only `jax-cuda12-plugin jax-cuda12-pjrt`) for GPUs,
 whose compiler is described by the XLA GPU target config shipped in `gpu_specs/`.
 
-Every number in `CHIPS` has its source beside it. Peak FLOP/s are dense bf16 (no structured sparsity).
+Every number in `CHIPS` has its source beside it. Peak FLOP/s are dense (no structured sparsity), for bf16 and, on
+GPUs, for float32 matmuls as JAX computes them by default (TF32).
 """
 
 import dataclasses
@@ -38,12 +39,20 @@ class TargetError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Chip:
   """One accelerator chip: memory, peak compute and bandwidth, and how JAX compiles for it."""
+
+  def peak(self, dtype: str) -> float:
+    """Dense matmul FLOP/s for a step computing in `dtype` ('bfloat16' or 'float32')."""
+    return self.peak_flops_float32 if dtype == 'float32' and self.peak_flops_float32 else self.peak_flops
+
   name: str
   platform: str  # 'tpu' or 'cuda'
   hbm_bytes: int
   peak_flops: float  # dense bf16 FLOP/s
   hbm_bytes_per_s: float
   sources: tuple[str, ...]
+  # Dense FLOP/s of float32 matmuls at JAX's default precision: TF32 tensor cores on NVIDIA GPUs; None on TPUs,
+  # whose default precision computes float32 matmuls in bfloat16 passes (the bf16 peak).
+  peak_flops_float32: float | None = None
   tpu_family: str | None = None  # libtpu's topology prefix ('v5e'), TPUs only
   # JAX devices per chip in the compile-only topology: libtpu gives v4 one device per TensorCore (2 a chip), where a
   # v4 VM in megacore mode shows one device a chip. Per-chip figures are this many devices' worth.
@@ -60,13 +69,13 @@ CHIPS = {
     'v5e': Chip('TPU v5e', 'tpu', 16 * _GIB, 197e12, 819 * _GB, (_TPU_V5E,), tpu_family='v5e'),
     'v5p': Chip('TPU v5p', 'tpu', 95 * _GIB, 459e12, 2765 * _GB, (_TPU_V5P,), tpu_family='v5p'),
     'v6e': Chip('TPU v6e', 'tpu', 32 * _GB, 918e12, 1638 * _GB, (_TPU_V6E,), tpu_family='v6e'),
-    'h100': Chip('NVIDIA H100 SXM 80GB', 'cuda', 80 * _GB, 989e12, 3.35e12, (_H100,), gpu_spec='h100_sxm.txtpb',
-                 usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
-    'h200': Chip('NVIDIA H200 SXM 141GB', 'cuda', 141 * _GB, 989e12, 4.8e12, (_H200,), gpu_spec='h200.txtpb',
-                 usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
-    'a100-40gb': Chip('NVIDIA A100 SXM 40GB', 'cuda', 40 * _GB, 312e12, 1555 * _GB, (_A100,),
+    'h100': Chip('NVIDIA H100 SXM 80GB', 'cuda', 80 * _GB, 989e12, 3.35e12, (_H100,), 494.7e12,
+                 gpu_spec='h100_sxm.txtpb', usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
+    'h200': Chip('NVIDIA H200 SXM 141GB', 'cuda', 141 * _GB, 989e12, 4.8e12, (_H200,), 494.7e12,
+                 gpu_spec='h200.txtpb', usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
+    'a100-40gb': Chip('NVIDIA A100 SXM 40GB', 'cuda', 40 * _GB, 312e12, 1555 * _GB, (_A100,), 156e12,
                       gpu_spec='a100_sxm_40.txtpb', usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
-    'a100-80gb': Chip('NVIDIA A100 SXM 80GB', 'cuda', 80 * _GB, 312e12, 2039 * _GB, (_A100,),
+    'a100-80gb': Chip('NVIDIA A100 SXM 80GB', 'cuda', 80 * _GB, 312e12, 2039 * _GB, (_A100,), 156e12,
                       gpu_spec='a100_sxm_80.txtpb', usable_fraction=0.75, usable_source=_JAX_GPU_MEMORY),
 }
 

@@ -10,8 +10,14 @@ from multimix_jax.targets.compile import StepCost
 _GIB = 2**30
 
 
-def chip_row(cost: StepCost, target: hardware.Target) -> dict:
-  """`cost` (one device) as per-chip figures on `target`, with the fit verdict and the roofline bound."""
+def bound_s(flops: float, traffic: float, chip: hardware.Chip, dtype: str) -> float:
+  """The roofline bound of a step doing `flops` and moving `traffic` bytes on one chip, computing in `dtype`."""
+  return max(flops / chip.peak(dtype), traffic / chip.hbm_bytes_per_s)
+
+
+def chip_row(cost: StepCost, target: hardware.Target, dtype: str) -> dict:
+  """`cost` (one device) as per-chip figures on `target`, with the fit verdict and the roofline bound of a step
+  computing in `dtype`."""
   per = target.chip.devices_per_chip  # devices of one chip run the same program: a chip holds `per` of them
   usable = target.usable_bytes_per_device * per
   row = {'step': cost.name, 'images_per_chip': cost.images_per_device * per, 'compile_s': cost.compile_s,
@@ -30,9 +36,9 @@ def chip_row(cost: StepCost, target: hardware.Target) -> dict:
   if cost.flops is not None:
     traffic = cost.bytes_accessed if cost.bytes_accessed is not None else cost.min_bytes
     row.update(flops=cost.flops * per, bytes_accessed=traffic * per, bytes_are_minimum=cost.bytes_accessed is None)
-    bound = max(cost.flops / (target.chip.peak_flops / per), traffic / (target.chip.hbm_bytes_per_s / per))
+    bound = bound_s(row['flops'], row['bytes_accessed'], target.chip, dtype)
     if bound > 0:
-      row.update(bound_s=bound, bound_images_per_s=cost.images_per_device / bound * per)
+      row.update(bound_s=bound, bound_images_per_s=row['images_per_chip'] / bound)
   return row
 
 
@@ -53,15 +59,15 @@ def count(value, unit=''):
   return f'{value:.3g} {unit}'.strip()
 
 
-def markdown(rows: list[dict], target: hardware.Target, title: str) -> str:
-  """The table of a preflight or a benchmark run for `target`: one row a compiled step."""
+def markdown(rows: list[dict], target: hardware.Target, title: str, dtype: str) -> str:
+  """The table of a preflight for `target`: one row a compiled step, computing in `dtype`."""
   chip = target.chip
   lines = [f'### {title}', '',
            f'{target.describe()}. Compiled, not run: memory and FLOPs are the compiler\'s figures for one chip, and '
            f'"bound" is a roofline bound (the step cannot be faster), not a measured speed. HBM usable per chip: '
            f'{size(target.usable_bytes_per_device * chip.devices_per_chip)}'
            + (f' ({chip.usable_fraction:.0%} of {chip.hbm_bytes / _GIB:.1f} GiB, JAX\'s default GPU memory fraction)'
-              if chip.usable_fraction < 1 else '') + '.', '',
+              if chip.usable_fraction < 1 else '') + f'; peak {count(chip.peak(dtype))}FLOP/s for {dtype} matmuls.', '',
            '| step | images / chip | arguments | temporaries | total | headroom | fits | FLOPs | '
            'bytes accessed | bound ms | bound images/s/chip | compile s |',
            '| --- | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: |']

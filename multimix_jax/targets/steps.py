@@ -71,11 +71,11 @@ def preflight(config, target_name: str, log=print) -> dict:
   log(f'[{target.name}] compiling eval...')
   costs.append(compile_lib.compile_eval_step('eval', dp, model=model, tx=tx, image_shape=image_shape,
                                              global_batch=config.eval_batch_size, count_on_cpu=count_on_cpu))
-  rows = [report.chip_row(cost, target) for cost in costs]
+  rows = [report.chip_row(cost, target, config.dtype) for cost in costs]
   parallelism = '' if config.parallelism == 'shard_map' else ' (compiled with shard_map: pmap maps the same step)'
   title = (f'{config.model} {config.method}, batch {config.batch_size} ({config.batch_size // target.chips} a chip), '
            f'{config.dtype}, on {target.name}{parallelism}')
-  result = {'target': target.describe(), 'rows': rows, 'markdown': report.markdown(rows, target, title),
+  result = {'target': target.describe(), 'rows': rows, 'markdown': report.markdown(rows, target, title, config.dtype),
             'compile_s': time.perf_counter() - started, 'fits': all(row['fits'] for row in rows)}
   failed = [row for row in rows if row['error'] and row['fits'] is not False]
   if failed:
