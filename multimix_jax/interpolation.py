@@ -287,7 +287,7 @@ def _random_involution(key, b):
   return jnp.zeros((b,), jnp.int32).at[order].set(swapped.astype(jnp.int32)), order
 
 
-def sample_pairing(key, b, alpha, *, mode='batch'):
+def sample_pairing(key, b, alpha, *, mode='batch', lam_key=None):
   """Partner permutation and mixing coefficients of pairwise mixup.
 
   Args:
@@ -298,6 +298,8 @@ def sample_pairing(key, b, alpha, *, mode='batch'):
       and one lam per example, (b,); 'pair' — the examples matched two by two (a random involution: perm[perm[i]]
       = i, one example left with itself when b is odd) and one lam per pair, lam[perm[i]] = lam[i], so the two
       members are mirror images λ·x_i + (1 − λ)·x_j and λ·x_j + (1 − λ)·x_i, as timm's 'pair' mode.
+    lam_key: PRNG key of the lam draw, instead of one split from `key`. In a data-parallel step, a key shared by
+      every device draws one lam for the global batch while `key` (one per device) draws each device's partners.
 
   Returns:
     (perm int32 (b,), lam float32 () for 'batch' or (b,)): example i mixes as lam_i · x_i + (1 − lam_i) · x_perm[i].
@@ -306,6 +308,7 @@ def sample_pairing(key, b, alpha, *, mode='batch'):
   _check_alpha(alpha)
   _check_mode(mode)
   key_perm, key_lam = jax.random.split(key)
+  key_lam = key_lam if lam_key is None else lam_key
   if mode == 'batch':
     return jax.random.permutation(key_perm, b), jax.random.beta(key_lam, alpha, alpha)
   if mode == 'elem':
@@ -328,33 +331,35 @@ def mix_pair(x, perm, lam):
   return lam * x + (1 - lam) * x[perm]
 
 
-def input_mixup(key, x, y, alpha, *, mode='batch'):
+def input_mixup(key, x, y, alpha, *, mode='batch', lam_key=None):
   """Input mixup (Zhang et al. 2018): x (b, ...) and targets y (b, c) mixed with a random partner.
 
-  Returns (x̃, ỹ); lam ~ Beta(alpha, alpha), one for the batch or per pair or example (`mode`, see
+  Returns (x̃, ỹ); lam ~ Beta(alpha, alpha), one for the batch or per pair or example (`mode` and `lam_key`, see
   `sample_pairing`).
   """
   _check_targets(y)
   _check_batch(x=x, y=y)
-  perm, lam = sample_pairing(key, x.shape[0], alpha, mode=mode)
+  perm, lam = sample_pairing(key, x.shape[0], alpha, mode=mode, lam_key=lam_key)
   return mix_pair(x, perm, lam), mix_pair(_float(y), perm, lam)
 
 
-def cutmix(key, x, y, alpha, *, mode='batch'):
+def cutmix(key, x, y, alpha, *, mode='batch', lam_key=None):
   """CutMix (Yun et al. 2019) on images x (b, H, W, C) and targets y (b, c).
 
   A box of area about (1 − lam) · H · W, lam ~ Beta(alpha, alpha), centred uniformly and clipped to the image, is
   pasted from a random partner; the targets are mixed with lam corrected to the exact pasted area. `mode` (see
   `sample_pairing`): 'batch' — one lam and one box for the batch; 'elem' — one lam and one box per example, each
   example's lam corrected to its own pasted area; 'pair' — the two members of a pair share lam and the box, each
-  pasting the other's patch.
+  pasting the other's patch. `lam_key` (see `sample_pairing`) draws lam and the box's centre.
   """
   _check_rank('x', x, 4, '(b, H, W, C)')
   _check_targets(y)
   _check_batch(x=x, y=y)
   b, height, width, _ = x.shape
   key_pair, key_y, key_x = jax.random.split(key, 3)
-  perm, lam = sample_pairing(key_pair, b, alpha, mode=mode)
+  if lam_key is not None:
+    lam_key, key_y, key_x = jax.random.split(lam_key, 3)
+  perm, lam = sample_pairing(key_pair, b, alpha, mode=mode, lam_key=lam_key)
   shape = () if mode == 'batch' else (b,)
   cy = jax.random.randint(key_y, shape, 0, height)
   cx = jax.random.randint(key_x, shape, 0, width)

@@ -46,6 +46,17 @@ def _split(key):
   return shared, jax.random.fold_in(mixing, jax.lax.axis_index(AXIS))
 
 
+LAMBDA_SCOPES = ('global', 'device')  # config.mixup_lambda
+
+
+def _pairing_keys(key, mode, lam_scope):
+  """(key of this device's partners, key of λ or None): with mode 'batch' and lam_scope 'global', λ (and CutMix's
+  box, AlignMixup's direction) comes from the step's shared key, one draw for the global batch as in the authors'
+  single-process DataParallel; otherwise every device draws its own."""
+  shared, device = _split(key)
+  return device, (jax.random.fold_in(shared, 1) if mode == 'batch' and lam_scope == 'global' else None)
+
+
 def _gatherer(scope):
   """Mixing within this device's batch ('device', the paper), or within the batch all-gathered from every device."""
   if scope == 'global':
@@ -70,23 +81,26 @@ def erm(forward, images, targets, key, *, label_smoothing):
   return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def input_mixup(forward, images, targets, key, *, alpha, mode, label_smoothing):
+def input_mixup(forward, images, targets, key, *, alpha, mode, lam_scope, label_smoothing):
   """Mixup of the images with a permutation of the batch, λ ~ Beta(α, α) (Zhang et al. 2018)."""
-  images, targets = interpolation.input_mixup(_split(key)[1], images, targets, alpha, mode=mode)
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  images, targets = interpolation.input_mixup(device_key, images, targets, alpha, mode=mode, lam_key=lam_key)
   (_, logits), updates = forward(images)
   return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def cutmix(forward, images, targets, key, *, alpha, mode, label_smoothing):
+def cutmix(forward, images, targets, key, *, alpha, mode, lam_scope, label_smoothing):
   """A box of the partner pasted in, λ corrected to the pasted area (Yun et al. 2019)."""
-  images, targets = interpolation.cutmix(_split(key)[1], images, targets, alpha, mode=mode)
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  images, targets = interpolation.cutmix(device_key, images, targets, alpha, mode=mode, lam_key=lam_key)
   (_, logits), updates = forward(images)
   return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
-def manifold_mixup(forward, images, targets, key, *, stage, alpha, mode, label_smoothing):
+def manifold_mixup(forward, images, targets, key, *, stage, alpha, mode, lam_scope, label_smoothing):
   """Pairwise mixup of the hidden state after `stage` (0: the input) (Verma et al. 2019)."""
-  perm, lam = interpolation.sample_pairing(_split(key)[1], images.shape[0], alpha, mode=mode)
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  perm, lam = interpolation.sample_pairing(device_key, images.shape[0], alpha, mode=mode, lam_key=lam_key)
   mix = functools.partial(interpolation.mix_pair, perm=perm, lam=lam)
   (_, logits), updates = forward(images, mix_stage=stage, mix_fn=mix)
   targets = mix(targets)
@@ -127,7 +141,8 @@ def dense_multimix(forward, images, targets, key, *, n, m, alpha, scope, confide
   return loss, (dense_logits.mean(axis=1), targets, updates)
 
 
-def alignmixup(forward, images, targets, key, *, alpha, mode, epsilon, max_iterations, threshold, label_smoothing):
+def alignmixup(forward, images, targets, key, *, alpha, mode, lam_scope, epsilon, max_iterations, threshold,
+               label_smoothing):
   """AlignMixup (Venkataramanan et al. 2022) on the last feature map before pooling, as the authors' code.
 
   Each map is paired with a random partner, an entropic transport plan between their positions (squared Euclidean
@@ -136,11 +151,14 @@ def alignmixup(forward, images, targets, key, *, alpha, mode, epsilon, max_itera
   to the dense logits, which equals classifying the mixed map for the affine head: every model thus mixes where the
   authors' do, at the map it pools (after WideResNet's final BN-ReLU, which `mix_stage` would precede).
   """
-  direction_key, pair_key = jax.random.split(_split(key)[1])
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  direction_key, pair_key = jax.random.split(device_key)
+  if lam_key is not None:  # the direction, as λ, once for the global batch
+    direction_key, lam_key = jax.random.split(lam_key)
   (features, dense_logits), updates = forward(images, dense=True)
   b, c = targets.shape
   features = features.reshape(b, -1, features.shape[-1])
-  perm, lam = interpolation.sample_pairing(pair_key, b, alpha, mode=mode)
+  perm, lam = interpolation.sample_pairing(pair_key, b, alpha, mode=mode, lam_key=lam_key)
   plan = alignment.sinkhorn_plan(alignment.squared_distances(features, features[perm]), epsilon=epsilon,
                                  max_iterations=max_iterations, threshold=threshold)
   direction = jax.random.bernoulli(direction_key).astype(jnp.int32)
@@ -153,7 +171,8 @@ def alignmixup(forward, images, targets, key, *, alpha, mode, epsilon, max_itera
 
 
 def _pairwise_args(config):
-  return dict(alpha=config.mixup_alpha, mode=config.mixup_mode, label_smoothing=config.label_smoothing)
+  return dict(alpha=config.mixup_alpha, mode=config.mixup_mode, lam_scope=config.mixup_lambda,
+              label_smoothing=config.label_smoothing)
 
 
 def _multimix_args(config):
@@ -177,7 +196,8 @@ def _alignmixup(config):
   """The authors' protocol: per mini-batch, a fair coin (alignmixup.prob) between the aligned mix at the last
   feature map and input mixup, both with λ ~ Beta(alignmixup.alpha, alignmixup.alpha)."""
   al = config.alignmixup
-  pairwise = dict(alpha=float(al.alpha), mode=config.mixup_mode, label_smoothing=config.label_smoothing)
+  pairwise = dict(alpha=float(al.alpha), mode=config.mixup_mode, lam_scope=config.mixup_lambda,
+                  label_smoothing=config.label_smoothing)
   aligned = functools.partial(alignmixup, epsilon=float(al.epsilon), max_iterations=int(al.max_iterations),
                               threshold=float(al.threshold), **pairwise)
   return _coin_flip(al.prob, aligned, functools.partial(input_mixup, **pairwise))

@@ -103,6 +103,8 @@ def validate_config(config, num_devices, num_processes=1):
   need(isinstance(al.max_iterations, int) and al.max_iterations >= 1,
        f'alignmixup.max_iterations={al.max_iterations!r} must be an int >= 1.')
   need(al.threshold >= 0, f'alignmixup.threshold={al.threshold} must be >= 0 (0: always max_iterations).')
+  need(config.mixup_lambda in methods.LAMBDA_SCOPES,
+       f'mixup_lambda={config.mixup_lambda!r} must be one of {methods.LAMBDA_SCOPES}.')
   need(config.mixup_mode in interpolation.MIXUP_MODES,
        f'mixup_mode={config.mixup_mode!r} must be one of {interpolation.MIXUP_MODES}.')
   need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')

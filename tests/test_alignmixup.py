@@ -175,7 +175,7 @@ def test_loss_and_gradients_equal_their_forward_with_the_plan_detached(monkeypat
   images = jnp.asarray(rng.normal(size=(B, H, W, C_IN)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, C, B))
   perm, lam = jnp.array([3, 0, 5, 1, 2, 4]), 0.3
-  monkeypatch.setattr(interpolation, 'sample_pairing', lambda key, b, alpha, mode: (perm, jnp.float32(lam)))
+  monkeypatch.setattr(interpolation, 'sample_pairing', lambda key, b, alpha, mode, lam_key=None: (perm, jnp.float32(lam)))
   config = default.get_config()
   loss_fn = methods.METHODS['alignmixup'](config)[0].loss_fn
   assert loss_fn.func is methods.alignmixup
@@ -209,8 +209,8 @@ def test_builder_binds_the_protocol_and_the_input_mixup_branch():
   config.alignmixup.alpha = 0.7
   aligned, other = methods.METHODS['alignmixup'](config)
   assert (aligned.probability, other.probability) == (0.25, 0.75)
-  assert aligned.loss_fn.keywords == dict(alpha=0.7, mode='batch', epsilon=0.1, max_iterations=100, threshold=0.1,
-                                          label_smoothing=0.0)
+  assert aligned.loss_fn.keywords == dict(alpha=0.7, mode='batch', lam_scope='global', epsilon=0.1,
+                                          max_iterations=100, threshold=0.1, label_smoothing=0.0)
   assert other.loss_fn.func is methods.input_mixup and other.loss_fn.keywords['alpha'] == 0.7
 
 

@@ -186,7 +186,9 @@ def test_manifold_mixup_mixes_targets_as_the_hidden_state():
   loss_fn = methods.METHODS['manifold_mixup'](config_with())[1].loss_fn  # stage 1: after the features
   loss, (logits, mixed_targets, _) = per_device(loss_fn, model, images, targets, key)
   assert model.calls[-1]['mix_stage'] == 1
-  perm, lam = interpolation.sample_pairing(jax.random.fold_in(jax.random.split(key)[1], 0), B, 1.0, mode='batch')
+  shared, device = jax.random.split(key)  # λ from the step's shared key (mixup_lambda='global'), partners per device
+  perm, lam = interpolation.sample_pairing(jax.random.fold_in(device, 0), B, 1.0, mode='batch',
+                                           lam_key=jax.random.fold_in(shared, 1))
   mix = functools.partial(interpolation.mix_pair, perm=perm, lam=lam)
   np.testing.assert_allclose(mixed_targets[0], mix(targets[0]), rtol=1e-6)
   # The head is affine, so mixing the features mixes the pooled logits the same way.
@@ -200,8 +202,35 @@ def test_input_mixup_forwards_mixed_images():
   key = jax.random.key(7)
   _, (logits, mixed_targets, _) = per_device(only_loss_fn('input_mixup', config_with(method='input_mixup')), model,
                                              images, targets, key)
-  mixed_images, expected_targets = interpolation.input_mixup(jax.random.fold_in(jax.random.split(key)[1], 0),
-                                                             images[0], targets[0], 1.0, mode='batch')
+  shared, device = jax.random.split(key)
+  mixed_images, expected_targets = interpolation.input_mixup(jax.random.fold_in(device, 0), images[0], targets[0],
+                                                             1.0, mode='batch', lam_key=jax.random.fold_in(shared, 1))
   np.testing.assert_allclose(mixed_targets[0], expected_targets, rtol=1e-6)
   np.testing.assert_allclose(logits[0], model(mixed_images)[0][1], rtol=1e-4, atol=1e-5)
   assert not np.allclose(mixed_targets[0], targets[0])
+
+
+@pytest.mark.parametrize('name', ['input_mixup', 'cutmix', 'manifold_mixup', 'alignmixup'])
+@pytest.mark.parametrize('lam_scope', ['global', 'device'])
+def test_batch_mode_draws_lambda_once_for_the_global_batch(name, lam_scope):
+  """mixup_lambda='global': every device mixes with the same λ (the authors' DataParallel draws one per batch),
+  each with its own partners; 'device': each device draws its own λ."""
+  devices, b, size = 4, 8, 32  # 32 × 32: CutMix's boxes (λ, corrected to their area) of two devices rarely tie
+  loss_fn = methods.METHODS[name](config_with(method=name, mixup_lambda=lam_scope, mixup_alpha=2.0))[0].loss_fn
+  assert loss_fn.func.__name__ == name
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(devices, b, size, size, C_IN)), jnp.float32)
+  targets = jnp.broadcast_to(jnp.eye(b), (devices, b, b))  # example i alone has class i: ỹ_i[i] = λ unless paired with i
+
+  def forward(x, *, dense=False, mix_stage=None, mix_fn=None):
+    del mix_stage, mix_fn
+    logits = jnp.zeros((b, size, size, b) if dense else (b, b))
+    return (jnp.zeros((b, size, size, D)), logits), {}
+
+  _, (_, mixed, _) = per_device(loss_fn, forward, images, targets, jax.random.key(3))
+  lam = np.asarray(jnp.min(jnp.einsum('kii->ki', mixed), axis=1))  # per device
+  partners = np.asarray(jnp.argsort(mixed, axis=-1)[..., -2])  # each row's second-largest class: its partner
+  assert len({tuple(p) for p in partners}) > 1  # partners are drawn per device in both scopes
+  if lam_scope == 'global':
+    np.testing.assert_allclose(lam, lam[0], rtol=1e-6)
+  else:
+    assert len(set(np.round(lam, 6))) == devices, lam

@@ -29,6 +29,10 @@ def get_config():
   config.mixup_alpha = 1.0
   # 'batch': one lambda per mini-batch (the paper); 'elem': one per example; 'pair': one per pair of partners.
   config.mixup_mode = 'batch'
+  # With mixup_mode 'batch': 'global' draws one lambda (and CutMix's box, AlignMixup's direction) per global batch,
+  # the same on every device, as the authors' single-process DataParallel does; 'device' draws one per device.
+  # Partners are drawn within each device's batch either way.
+  config.mixup_lambda = 'global'
   config.label_smoothing = 0.0
   config.multimix = ml_collections.ConfigDict()
   config.multimix.n = 1000  # interpolated examples per mini-batch
