@@ -50,28 +50,12 @@ def compile_pair(config_name, target_name, log):
   for method in ('erm', 'dense_multimix'):
     other = _load(config_name)
     other.method = method
-    branch = methods.METHODS[method](other)[0]
-    target = targets.resolve(target_name)
-    extra[method] = _compile_branch(other, target, branch, log)
+    (extra[method],) = steps_lib.compile_branches(other, targets.resolve(target_name),
+                                                  methods.METHODS[method](other)[:1], log=log)
   return {'config': config_name, 'target': target_name, 'target_description': result['target'],
           'method': config.method, 'batch_size': config.batch_size, 'dtype': config.dtype, 'dataset': config.dataset,
           'rows': rows, 'erm': extra['erm'], 'dense_multimix': extra['dense_multimix'],
           'wall_s': time.perf_counter() - started, 'jax': jax.__version__}
-
-
-def _compile_branch(config, target, branch, log):
-  from multimix_jax import datasets, models, step as step_lib  # pylint: disable=g-import-not-at-top
-  from multimix_jax.targets import compile as compile_lib, report  # pylint: disable=g-import-not-at-top
-  dp = step_lib.DataParallel('shard_map', devices=target.devices())
-  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
-  tx, _ = step_lib.create_optimizer(config, 1000)
-  name = steps_lib.branch_name(branch)
-  log(f'[{target.name}] compiling {name}...')
-  cost = compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
-                                        image_shape=datasets.image_shape(config), global_batch=config.batch_size,
-                                        count_on_cpu=target.chip.platform != 'tpu')
-  return report.chip_row(cost, target, config.dtype)
 
 
 def _ratio(a, b):

@@ -42,6 +42,29 @@ def branch_name(branch: methods.Branch) -> str:
   return f'train: {name} (p = {branch.probability:.2g})'
 
 
+def compile_branches(config, target: hardware.Target, branches, *, with_eval=False, log=print) -> list[dict]:
+  """The train steps of `branches` (schedule entries built from `config`), and the eval step if asked, compiled for
+  `target` as the trainer would build them from `config`: per-chip rows (`report.chip_row`)."""
+  image_shape = datasets.image_shape(config)
+  dp = step_lib.DataParallel('shard_map', devices=target.devices())
+  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+  tx, _ = step_lib.create_optimizer(config, _STEPS_PER_EPOCH)
+  count_on_cpu = target.chip.platform != 'tpu'
+  costs = []
+  for branch in branches:
+    name = branch_name(branch)
+    log(f'[{target.name}] compiling {name}...')
+    costs.append(compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
+                                                image_shape=image_shape, global_batch=config.batch_size,
+                                                count_on_cpu=count_on_cpu))
+  if with_eval:
+    log(f'[{target.name}] compiling eval...')
+    costs.append(compile_lib.compile_eval_step('eval', dp, model=model, tx=tx, image_shape=image_shape,
+                                               global_batch=config.eval_batch_size, count_on_cpu=count_on_cpu))
+  return [report.chip_row(cost, target, config.dtype) for cost in costs]
+
+
 def preflight(config, target_name: str, log=print) -> dict:
   """Compiles every step of the run `config` for `target_name`; returns {'target', 'rows', 'markdown', 'fits'}.
 
@@ -51,27 +74,10 @@ def preflight(config, target_name: str, log=print) -> dict:
   """
   from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config; imports TensorFlow
   target = hardware.resolve(target_name)
-  devices = target.devices()
-  train.validate_config(config, len(devices), target.hosts)
+  train.validate_config(config, target.num_devices, target.hosts)
   datasets.spec(config)
-  image_shape = datasets.image_shape(config)
-  dp = step_lib.DataParallel('shard_map', devices=devices)
-  model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
-  tx, _ = step_lib.create_optimizer(config, _STEPS_PER_EPOCH)
-  count_on_cpu = target.chip.platform != 'tpu'
   started = time.perf_counter()
-  costs = []
-  for branch in methods.METHODS[config.method](config):
-    name = branch_name(branch)
-    log(f'[{target.name}] compiling {name}...')
-    costs.append(compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
-                                                image_shape=image_shape, global_batch=config.batch_size,
-                                                count_on_cpu=count_on_cpu))
-  log(f'[{target.name}] compiling eval...')
-  costs.append(compile_lib.compile_eval_step('eval', dp, model=model, tx=tx, image_shape=image_shape,
-                                             global_batch=config.eval_batch_size, count_on_cpu=count_on_cpu))
-  rows = [report.chip_row(cost, target, config.dtype) for cost in costs]
+  rows = compile_branches(config, target, methods.METHODS[config.method](config), with_eval=True, log=log)
   parallelism = '' if config.parallelism == 'shard_map' else ' (compiled with shard_map: pmap maps the same step)'
   title = (f'{config.model} {config.method}, batch {config.batch_size} ({config.batch_size // target.chips} a chip), '
            f'{config.dtype}, on {target.name}{parallelism}')
