@@ -257,3 +257,29 @@ def test_a_gpu_step_triton_cannot_tile_ahead_of_time_is_compiled_with_cublas(mon
   assert cost.error is None and cost.compiler_options == {'xla_gpu_enable_triton_gemm': False} and cost.flops > 0
   table = report.markdown([report.chip_row(cost, target, 'float32')], target, 'erm', 'float32')
   assert 'compiled with xla_gpu_enable_triton_gemm=False' in table
+
+
+def test_compile_targets_table_reads_ratios_and_host_cores_off_the_stored_figures(tmp_path, capsys, monkeypatch):
+  """scripts/compile_targets.py --markdown: the README's table from stored rows, with the ratios to ERM, the bound
+  recomputed from FLOPs and bytes with the chip's peak for the config's dtype, and host cores per chip."""
+  spec = importlib.util.spec_from_file_location(
+      'compile_targets', os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts', 'compile_targets.py'))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+
+  def row(step, flops, total, fits=True):
+    return {'step': step, 'images_per_chip': 16, 'flops': flops, 'bytes_accessed': 1e6, 'total_bytes': total,
+            'fits': fits, 'compile_s': 2.0, 'bound_images_per_s': None}
+
+  entry = {'config': 'cifar10_r18', 'target': 'h100x8', 'dtype': 'float32', 'dataset': 'cifar10',
+           'rows': [row('train: multimix (p = 0.5)', 1.01e11, 2 * _GIB), row('train: input_mixup (p = 0.5)', 1e11, _GIB),
+                    row('eval', 3e10, _GIB / 2)],
+           'erm': row('train: erm (p = 1)', 1e11, _GIB), 'dense_multimix': row('train: dense_multimix', 1.05e11, 3 * _GIB)}
+  out = tmp_path / 'compiled.jsonl'
+  out.write_text(json.dumps(entry) + '\n')
+  monkeypatch.setattr(sys, 'argv', ['compile_targets.py', f'--out={out}', '--markdown', '--per_core=cifar=1000'])
+  script.main()
+  line = capsys.readouterr().out.splitlines()[-1]
+  bound = 16 / max(1e11 / 494.7e12, 1e6 / 3.35e12)  # float32 on an H100: TF32's peak
+  assert line == (f'| cifar10_r18 (float32) | h100x8 | 16 | yes | 3.00 GiB | 1.010 | 1.050 | 3.000 | {bound:,.0f} | '
+                  f'{bound / 1000:.1f} | 10 |')
