@@ -36,8 +36,10 @@ setuptools.setup(
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
         'tpu': ['jax[tpu]'],
-        # The TPU and GPU compilers without the accelerators: libtpu and the CUDA plugin with no CUDA libraries, for
-        # `--compile_for` and `benchmark --target` on any machine.
-        'compile': ['jax[tpu,cuda12-local]'],
+        # The compilers without the accelerators, for `--compile_for` and `benchmark --target` on any machine: libtpu
+        # ('compile'), and the CUDA plugin with no CUDA libraries ('compile-gpu'). The CUDA plugin logs "Could not find
+        # cuda drivers" to stderr at every JAX start on a machine without a GPU, so it is an extra of its own.
+        'compile': ['jax[tpu]'],
+        'compile-gpu': ['jax[cuda12-local]'],
     },
 )

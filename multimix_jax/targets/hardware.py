@@ -4,7 +4,7 @@ Cloud TPU accelerator types (`v4-8` … `v4-4096`, `v5litepod-N` or its alias `v
 `NAMExCOUNT` (`h100x8`, `h200x8`, `a100-40gbx8`, `a100-80gbx8`; 8 GPUs a node) resolve to a `Target`: the chip, how
 many, on how many hosts, and the topology. `Target.devices()` gives compile-only devices of that slice (no
 accelerator needed): JAX's `jax.experimental.topologies.get_topology_desc`, with libtpu (`pip install 'jax[tpu]'`)
-for TPUs and the CUDA plugin (`pip install 'jax[cuda12]'`, or only `jax-cuda12-plugin jax-cuda12-pjrt`) for GPUs,
+for TPUs and the CUDA plugin (`pip install 'jax[cuda12-local]'`: no CUDA libraries needed) for GPUs,
 whose compiler is described by the XLA GPU target config shipped in `gpu_specs/`.
 
 Every number in `CHIPS` has its source beside it. Peak FLOP/s are dense (no structured sparsity), for bf16 and, on
@@ -176,7 +176,7 @@ def _topology(name, platform, topology, hosts, gpu_spec, tpu_family):
     return topologies.get_topology_desc(platform='cuda', target_config=_spec_text(gpu_spec),
                                         topology='x'.join(map(str, topology)))
   except Exception as e:  # pylint: disable=broad-except  # a missing plugin, or one too old for the target
-    install = "pip install 'jax[tpu]'" if platform == 'tpu' else 'pip install jax-cuda12-plugin jax-cuda12-pjrt'
+    install = "pip install 'jax[tpu]'" if platform == 'tpu' else "pip install 'jax[cuda12-local]'"
     raise TargetError(f'cannot make compile-only devices for {name} ({type(e).__name__}: '
                       f'{" ".join(str(e).split())[:300]}). The {platform.upper()} compiler comes with '
                       f'`{install}` (same version as jax).') from e
