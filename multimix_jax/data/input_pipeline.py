@@ -36,6 +36,7 @@ except RuntimeError:
   pass
 
 _AUTOTUNE = tf.data.AUTOTUNE
+_EVAL_CROP_FRACTION = 224 / 256  # ImageNet evaluation: resize the shorter side to 256, center crop 224
 # AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB covariance of ImageNet pixels
 # in [0, 1], the values of AlignMixup's ImageNet `main.py` (from fb.resnet.torch).
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
