@@ -31,8 +31,15 @@ from multimix_jax.targets import report
 _GIB = 2**30
 
 
+def _installed(module):
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:  # its parent package is missing too (no jax_plugins without a plugin)
+    return False
+
+
 def _need(module, what, *, in_ci=True):
-  if importlib.util.find_spec(module) is None:
+  if not _installed(module):
     if in_ci and os.environ.get('CI') == 'true':
       pytest.fail(f'{module} is not installed: .ci/run must install {what}.')
     pytest.skip(f'{module} is not installed ({what})')
