@@ -97,6 +97,51 @@ def cutmix(forward, images, targets, key, *, alpha, mode, lam_scope, label_smoot
   return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
 
 
+def _mixed_inputs(mix, forward, images, targets, key, *, mode, lam_scope, label_smoothing, **hyperparameters):
+  """The images and targets mixed by `mix(key, images, targets, ..., mode=, lam_key=)` of `interpolation`, then
+  the cross-entropy of the forwarded mixed images: the shape of every input-space method."""
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  images, targets = mix(device_key, images, targets, mode=mode, lam_key=lam_key, **hyperparameters)
+  (_, logits), updates = forward(images)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
+
+
+def saliencymix(forward, images, targets, key, *, alpha, mode, lam_scope, label_smoothing):
+  """CutMix's box centred on the peak of the partner's spectral-residual saliency (Uddin et al., ICLR 2021)."""
+  return _mixed_inputs(interpolation.saliencymix, forward, images, targets, key, alpha=alpha, mode=mode,
+                       lam_scope=lam_scope, label_smoothing=label_smoothing)
+
+
+def fmix(forward, images, targets, key, *, alpha, decay_power, mode, lam_scope, label_smoothing):
+  """A mask thresholded from low-frequency Fourier noise, λ its exact mean (Harris et al. 2020)."""
+  return _mixed_inputs(interpolation.fmix, forward, images, targets, key, alpha=alpha, decay_power=decay_power,
+                       mode=mode, lam_scope=lam_scope, label_smoothing=label_smoothing)
+
+
+def resizemix(forward, images, targets, key, *, scale, mode, lam_scope, label_smoothing):
+  """The whole partner resized into a random box of side τ ~ U(scale) of the image's, λ from the box's exact area
+  (Qin et al. 2020)."""
+  return _mixed_inputs(interpolation.resizemix, forward, images, targets, key, scale=scale, mode=mode,
+                       lam_scope=lam_scope, label_smoothing=label_smoothing)
+
+
+def transmix(forward, images, targets, key, *, alpha, mode, lam_scope, attention_weight, label_smoothing):
+  """CutMix's inputs, the targets re-weighted by the attention the mixed image's tokens receive in the last block
+  (Chen et al., CVPR 2022); Vision Transformers only (they sow that attention)."""
+  device_key, lam_key = _pairing_keys(key, mode, lam_scope)
+  b, height, width, _ = images.shape
+  perm, box = interpolation.cutmix_box(device_key, b, height, width, alpha, mode=mode, lam_key=lam_key)
+  images = jnp.where(box[..., None], images[perm], images)
+  (features, logits), updates = forward(images)
+  attention = updates.get('intermediates', {}).get('attention', (None,))[-1]
+  if attention is None:
+    raise ValueError('transmix needs the attention each token receives, which only a Vision Transformer provides '
+                     "(models 'vit_*' sow it); with another model choose cutmix.")
+  attention = attention.reshape(features.shape[:3])  # (b, r) -> the token grid (b, h, w)
+  targets = interpolation.transmix_targets(targets, perm, box, attention, attention_weight=attention_weight)
+  return losses.soft_cross_entropy(logits, targets, label_smoothing=label_smoothing), (logits, targets, updates)
+
+
 def manifold_mixup(forward, images, targets, key, *, stage, alpha, mode, lam_scope, label_smoothing):
   """Pairwise mixup of the hidden state after `stage` (0: the input) (Verma et al. 2019)."""
   device_key, lam_key = _pairing_keys(key, mode, lam_scope)
@@ -221,4 +266,15 @@ METHODS: dict[str, Callable[[ml_collections.ConfigDict], list[Branch]]] = {
     # The control: MultiMix's branch replaced by ERM, to tell MultiMix's effect from the coin flip's.
     'erm_or_input_mixup': lambda config: _with_alternative(ALTERNATIVES['erm'](config), config),
     'alignmixup': _alignmixup,
+    'saliencymix': lambda config: [Branch(1.0, functools.partial(saliencymix, **_pairwise_args(config)))],
+    'fmix': lambda config: [Branch(1.0, functools.partial(fmix, decay_power=float(config.fmix.decay_power),
+                                                          **_pairwise_args(config)))],
+    'resizemix': lambda config: [Branch(1.0, functools.partial(
+        resizemix, scale=tuple(float(s) for s in config.resizemix.scale_range),
+        **{k: v for k, v in _pairwise_args(config).items() if k != 'alpha'}))],
+    'transmix': lambda config: [Branch(1.0, functools.partial(
+        transmix, attention_weight=float(config.transmix.attention_weight), **_pairwise_args(config)))],
 }
+
+# Methods that read the attention a Vision Transformer sows: config validation refuses them with other models.
+NEEDS_ATTENTION = ('transmix',)

@@ -94,6 +94,16 @@ def validate_config(config, num_devices, num_processes=1):
     need(getattr(models.MODELS[config.model], 'sows_attention', False),
          f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
          f"model={config.model!r} does not: choose another confidence.")
+  if config.method in methods.NEEDS_ATTENTION and config.model in models.MODELS:
+    need(getattr(models.MODELS[config.model], 'sows_attention', False),
+         f'method={config.method!r} needs a Vision Transformer (model=vit_*), which provides its attention; '
+         f'model={config.model!r} does not: choose cutmix, or a vit_* model.')
+  need(config.fmix.decay_power > 0, f'fmix.decay_power={config.fmix.decay_power} must be > 0.')
+  scale = tuple(config.resizemix.scale_range)
+  need(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1,
+       f'resizemix.scale_range={scale} must be (lo, hi) with 0 < lo <= hi <= 1 (fractions of the image side).')
+  need(0.0 <= config.transmix.attention_weight <= 1.0,
+       f'transmix.attention_weight={config.transmix.attention_weight} must be in [0, 1].')
   need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
   need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
   al = config.alignmixup

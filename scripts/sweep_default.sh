@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sweep behind the defaults of configs/default.py (README, "Results on the default dataset"): every method
 # and MultiMix setting on digits with the default schedule, several seeds, then one markdown table.
-# Usage: [JOBS=2] [SEEDS="0 1 2"] scripts/sweep_default.sh [OUT_DIR]   (36 runs, about 1 minute each on 2 CPU cores)
+# Usage: [JOBS=2] [SEEDS="0 1 2"] scripts/sweep_default.sh [OUT_DIR]   (45 runs, about 1 minute each on 2 CPU cores)
+# ONLY="fmix resizemix" runs those rows alone (the table still lists every finished row).
 set -euo pipefail
 out=${1:-runs/sweep_default}
 seeds=${SEEDS:-"0 1 2"}
@@ -19,10 +20,13 @@ declare -A runs=(
   [multimix_only_a0.1]="--config.method=multimix --config.multimix.alpha=0.1 --config.multimix.prob=1.0"
   [dense_multimix_a0.1]="--config.method=dense_multimix --config.multimix.alpha=0.1"
   [alignmixup]="--config.method=alignmixup"  # the authors' protocol: alignmixup.alpha = 2, prob = 0.5
+  [saliencymix]="--config.method=saliencymix"
+  [fmix]="--config.method=fmix"
+  [resizemix]="--config.method=resizemix"
 )
 # One line per run still to do (a finished run is skipped: the sweep resumes), then JOBS runs at a time.
 # shellcheck disable=SC2016  # the single-quoted script is expanded by `bash -c`, not here
-for name in "${!runs[@]}"; do
+for name in ${ONLY:-"${!runs[@]}"}; do
   for seed in $seeds; do
     [ -f "$out/$name/seed$seed/summary.json" ] || echo "$name $seed ${runs[$name]}"
   done

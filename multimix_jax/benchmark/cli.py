@@ -27,7 +27,8 @@ _CHANNELS = flags.DEFINE_integer('channels', None, "C (default: the model's exam
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', None, "c (default: the model's example_classes).")
 _DTYPE = flags.DEFINE_enum('dtype', None, list(step_lib.DTYPES), 'Compute dtype (default float32).')
 _METHODS = flags.DEFINE_string('methods', None, 'Comma-separated, e.g. erm,multimix_n1000,dense_multimix_n1000_chunk250'
-                               f' (default with --model: {",".join(settings_lib.ALL_METHODS)}).')
+                               f' (default with --model: {",".join(settings_lib.ALL_METHODS)}, and'
+                               f' {",".join(settings_lib.ATTENTION_METHODS)} for a ViT).')
 _STEPS = flags.DEFINE_integer('steps', None, 'Consecutive steps per method per round (default 10).')
 _ROUNDS = flags.DEFINE_integer('rounds', None, 'Interleaved rounds (default 10); each gives one paired ratio to ERM. '
                                '0 compiles and reports memory only.')

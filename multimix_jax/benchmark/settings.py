@@ -15,8 +15,16 @@ from multimix_jax import models
 from multimix_jax import step as step_lib
 from multimix_jax.configs import default as default_config_module
 
-# The methods of the paper's comparison, at its n; the default of --methods with --model.
-ALL_METHODS = ('erm', 'input_mixup', 'manifold_mixup', 'multimix_n1000', 'multimix_n10000', 'dense_multimix_n1000')
+# The methods of the paper's comparison, at its n, and the input-space baselines; the default of --methods with
+# --model. Models that sow attention (the ViTs) add ATTENTION_METHODS, which need it.
+ALL_METHODS = ('erm', 'input_mixup', 'manifold_mixup', 'multimix_n1000', 'multimix_n10000', 'dense_multimix_n1000',
+               'saliencymix', 'fmix', 'resizemix')
+ATTENTION_METHODS = methods.NEEDS_ATTENTION
+
+
+def default_methods(model: str) -> tuple[str, ...]:
+  """ALL_METHODS, and ATTENTION_METHODS where `model` sows the attention they read."""
+  return ALL_METHODS + (ATTENTION_METHODS if getattr(models.MODELS[model], 'sows_attention', False) else ())
 
 
 class BenchmarkError(ValueError):
@@ -208,7 +216,7 @@ def settings_from_options(options: Options, backend: str) -> list[Setting]:
       height = width = o.image_size
     shape = (height, width, o.channels or channels)
     settings = [Setting(o.model, o.batch_size or 128, shape, o.num_classes or classes, o.dtype or 'float32',
-                        method_names or ALL_METHODS, steps=overrides.get('steps', 10),
+                        method_names or default_methods(o.model), steps=overrides.get('steps', 10),
                         rounds=overrides.get('rounds', 10), warmup=overrides.get('warmup', 3))]
   # PyTorch runs where asked, or by default with the gpu preset on a GPU (elsewhere it would time a CPU).
   settings = [dataclasses.replace(s, torch=s.torch and backend == 'gpu' if o.torch is None else o.torch)

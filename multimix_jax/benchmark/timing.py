@@ -63,6 +63,9 @@ def make_branch(spec: MethodSpec, setting: Setting, *, num_devices: int, r: int,
   alternates it with input mixup, which costs what ERM does). Suffixes are checked against the built loss
   function's own hyperparameters, so any method of METHODS works here unchanged.
   """
+  if spec.base in methods.NEEDS_ATTENTION and not getattr(models.MODELS[setting.model], 'sows_attention', False):
+    raise BenchmarkError(f'method {spec.name!r} needs the attention of a Vision Transformer (--model=vit_*); '
+                         f'{setting.model} has none.')
   config = default_config()
   config.model, config.dtype, config.method = setting.model, setting.dtype, spec.base
   config.num_classes, config.image_size = setting.num_classes, setting.image_shape[0]

@@ -25,7 +25,8 @@ def get_config():
 
   # Mixing: one of multimix_jax.methods.METHODS.
   config.method = 'multimix'
-  # Beta(alpha, alpha) of the pairwise path: input_mixup, cutmix, manifold_mixup and MultiMix's other branch.
+  # Beta(alpha, alpha) of the pairwise path: input_mixup, cutmix, manifold_mixup, saliencymix, fmix, transmix and
+  # MultiMix's other branch.
   config.mixup_alpha = 1.0
   # 'batch': one lambda per mini-batch (the paper); 'elem': one per example; 'pair': one per pair of partners.
   config.mixup_mode = 'batch'
@@ -59,6 +60,17 @@ def get_config():
   config.alignmixup.epsilon = 0.1
   config.alignmixup.max_iterations = 100
   config.alignmixup.threshold = 0.1
+
+  # fmix (Harris et al. 2020): decay power δ of the Fourier noise its masks are thresholded from (the authors' 3).
+  config.fmix = ml_collections.ConfigDict()
+  config.fmix.decay_power = 3.0
+  # resizemix (Qin et al. 2020): the pasted partner's side is τ ~ U(lo, hi) of the image's (the authors' 0.1, 0.8).
+  config.resizemix = ml_collections.ConfigDict()
+  config.resizemix.scale_range = (0.1, 0.8)
+  # transmix (Chen et al. 2022; Vision Transformers only): the targets' pasted share is (1 − w) · its area + w · the
+  # attention its tokens receive in the last block; the authors' code averages the two (w = 0.5).
+  config.transmix = ml_collections.ConfigDict()
+  config.transmix.attention_weight = 0.5
 
   # Optimisation: SGD with momentum, L2 weight decay added to the gradient (PyTorch's SGD), piecewise schedule.
   config.optimizer = 'sgd'  # or 'adamw' (decoupled weight decay, as PyTorch's AdamW)
