@@ -197,6 +197,32 @@ def test_manifold_mixup_mixes_targets_as_the_hidden_state():
   np.testing.assert_allclose(loss[0], losses.soft_cross_entropy(mix(pooled), mix(targets[0])), rtol=1e-4)
 
 
+@pytest.mark.parametrize('name,mix', [
+    ('saliencymix', lambda key, x, y, **kw: interpolation.saliencymix(key, x, y, 2.0, **kw)),
+    ('fmix', lambda key, x, y, **kw: interpolation.fmix(key, x, y, 2.0, decay_power=2.5, **kw)),
+    ('resizemix', lambda key, x, y, **kw: interpolation.resizemix(key, x, y, scale=(0.2, 0.6), **kw)),
+])
+def test_input_space_methods_forward_the_images_they_mix(name, mix):
+  """Each binds its hyperparameters from the config and forwards the images `interpolation` mixes with this
+  device's key (λ from the step's shared key in the default 'global' scope), scored against the mixed targets."""
+  config = config_with(method=name, mixup_alpha=2.0, mixup_mode='elem', **{'fmix.decay_power': 2.5,
+                                                                         'resizemix.scale_range': (0.2, 0.6)})
+  loss_fn = only_loss_fn(name, config)
+  assert loss_fn.keywords['mode'] == 'elem' and loss_fn.keywords.get('alpha', 2.0) == 2.0
+  model, (_, targets) = AffineModel(), batch(num_devices=2)
+  images = jax.random.normal(jax.random.key(0), (2, B, 8, 8, C_IN))  # boxes of 2 × 2 images would be empty
+  key = jax.random.key(8)
+  loss, (logits, mixed_targets, _) = jax.jit(lambda x, y: per_device(loss_fn, model, x, y, key))(images, targets)
+  _, device = jax.random.split(key)
+  mix = jax.jit(functools.partial(mix, mode='elem'))
+  for d in range(2):
+    expected_images, expected_targets = mix(jax.random.fold_in(device, d), images[d], targets[d])
+    np.testing.assert_allclose(mixed_targets[d], expected_targets, rtol=1e-6)
+    np.testing.assert_allclose(logits[d], model(expected_images)[0][1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss[d], losses.soft_cross_entropy(logits[d], expected_targets), rtol=1e-5)
+  assert not np.allclose(mixed_targets, targets)
+
+
 def test_input_mixup_forwards_mixed_images():
   model, (images, targets) = AffineModel(), batch()
   key = jax.random.key(7)
@@ -210,7 +236,8 @@ def test_input_mixup_forwards_mixed_images():
   assert not np.allclose(mixed_targets[0], targets[0])
 
 
-@pytest.mark.parametrize('name', ['input_mixup', 'cutmix', 'manifold_mixup', 'alignmixup'])
+# SaliencyMix is left out: its box is centred on each device's own saliency peak, so its exact area (λ) differs.
+@pytest.mark.parametrize('name', ['input_mixup', 'cutmix', 'manifold_mixup', 'alignmixup', 'fmix', 'resizemix'])
 @pytest.mark.parametrize('lam_scope', ['global', 'device'])
 def test_batch_mode_draws_lambda_once_for_the_global_batch(name, lam_scope):
   """mixup_lambda='global': every device mixes with the same λ (the authors' DataParallel draws one per batch),
