@@ -220,13 +220,65 @@ def test_attention_confidence_needs_a_vision_transformer():
   train.validate_config(config, 1)
 
 
-def test_step_under_shard_map_equals_pmap():
-  """Two AdamW steps of Dense MultiMix with attention confidence over 4 devices, tuples spanning them."""
+def test_transmix_reweights_cutmix_targets_by_the_attention_of_the_mixed_image():
+  model, x = tiny_vit(), images()
+  params = init(model, x)
+  targets = jax.nn.one_hot(jnp.arange(B) % CLASSES, CLASSES)
+  config = default.get_config()
+  config.mixup_mode = 'elem'
+  loss_fn = methods.METHODS['transmix'](config)[0].loss_fn
+  assert loss_fn.keywords['attention_weight'] == 0.5 and loss_fn.keywords['mode'] == 'elem'
+  key = jax.random.key_data(jax.random.key(5))
+
+  def forward(images, **kwargs):
+    return model.apply({'params': params}, images, train=True, mutable=['batch_stats', 'intermediates'], **kwargs)
+
+  @jax.jit
+  def run_and_reference():
+    loss, (logits, mixed_targets, _) = jax.vmap(lambda _: loss_fn(forward, x, targets, key), axis_name=step_lib.AXIS,
+                                                axis_size=1)(jnp.zeros(1))
+    # What the loss should have done: CutMix's boxes with this device's key, the attention of the mixed images.
+    device_key = jax.random.fold_in(jax.random.split(jax.random.wrap_key_data(key))[1], 0)
+    perm, box = interpolation.cutmix_box(device_key, B, SIZE, SIZE, 1.0, mode='elem')
+    mixed = jnp.where(box[..., None], x[perm], x)
+    (_, expected_logits), state = forward(mixed)
+    attention = state['intermediates']['attention'][0].reshape(B, 3, 3)
+    return (loss[0], logits[0], mixed_targets[0], expected_logits, perm, box,
+            interpolation.transmix_targets(targets, perm, box, attention), interpolation.paste(x, targets, perm, box)[1])
+
+  loss, logits, got, expected_logits, perm, box, expected, by_area = run_and_reference()
+  np.testing.assert_allclose(logits, expected_logits, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(loss, optax_ce(expected_logits, expected), rtol=1e-5)
+  mixed = (np.asarray(perm) != np.arange(B)) & np.asarray(box).any((1, 2)) & ~np.asarray(box).all((1, 2))
+  assert mixed.any() and not np.allclose(got[mixed], by_area[mixed], atol=1e-4)  # the attention moved the targets
+
+  # A model without attention is refused while tracing (validate_config refuses it before: tests/test_train.py).
+  cnn = models.create_model('small_cnn', num_classes=CLASSES)
+  cnn_params = jax.eval_shape(lambda: cnn.init(jax.random.key(0), jnp.zeros((4, 8, 8, 1)), train=False))
+
+  def cnn_loss(params, k):
+    cnn_forward = lambda im, **kw: cnn.apply(params, im, train=True, mutable=['batch_stats', 'intermediates'], **kw)
+    return loss_fn(cnn_forward, jnp.zeros((4, 8, 8, 1)), jnp.eye(CLASSES)[:4], k)
+
+  with pytest.raises(ValueError, match='transmix needs the attention .* Vision Transformer'):
+    jax.eval_shape(jax.vmap(cnn_loss, in_axes=(None, 0), axis_name=step_lib.AXIS), cnn_params, key[None])
+
+
+def optax_ce(logits, targets):
+  return -(targets * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+
+@pytest.mark.parametrize('method', ['dense_multimix', 'transmix'])
+def test_step_under_shard_map_equals_pmap(method):
+  """Two AdamW steps over 4 devices: Dense MultiMix with attention confidence, tuples spanning the devices; TransMix
+  (CutMix's inputs, targets re-weighted by each device's attention)."""
   config = default.get_config()
   config.optimizer, config.learning_rate, config.weight_decay = 'adamw', 1e-3, 0.05
   config.weight_decay_kernels_only = True
   config.multimix.n, config.multimix.confidence, config.multimix.scope, config.multimix.m = 20, 'attention', 'global', 6
-  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
+  loss_fn = methods.METHODS[method](config)[0].loss_fn
   model = tiny_vit(jnp.bfloat16)
   tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
   results = []
