@@ -132,8 +132,10 @@ def test_targets_are_judged_on_intervals_not_on_single_figures():
 
 def test_every_registered_method_builds_with_its_hyperparameters_bound():
   setting = benchmark.Setting('small_cnn', 8, (8, 8, 1), 10, 'float32', ('erm',), steps=1, rounds=1, warmup=0)
-  for name in methods.METHODS:  # a method added to the registry is benchmarkable as it is
-    branch = timing.make_branch(benchmark.parse_method(name), setting, num_devices=1, r=16, chunk_size=-1)
+  vit = benchmark.Setting('vit_cifar', 8, (8, 8, 3), 10, 'float32', ('erm',), steps=1, rounds=1, warmup=0)
+  for name in methods.METHODS:  # a method added to the registry is benchmarkable as it is (on a ViT if it needs one)
+    branch = timing.make_branch(benchmark.parse_method(name), vit if name in methods.NEEDS_ATTENTION else setting,
+                                num_devices=1, r=16, chunk_size=-1)
     assert callable(branch.loss_fn) and branch.timed.startswith(branch.loss_name)
   make = functools.partial(timing.make_branch, setting=setting, num_devices=1, r=16, chunk_size=-1)
   multimix = make(benchmark.parse_method('multimix_n10000'))
@@ -162,6 +164,7 @@ def test_method_names_parse_into_registry_entries():
     (dict(model='small_cnn', methods='dense_multimix_conf_saliency'), '_conf_saliency is no confidence kind'),
     (dict(model='small_cnn', methods='multimix_conf_gap'), 'the loss timed (multimix) takes no confidence'),
     (dict(model='small_cnn', methods='erm,erm'), 'lists a method twice'),
+    (dict(model='small_cnn', methods='erm,transmix'), 'needs the attention of a Vision Transformer (--model=vit_*)'),
     (dict(model='small_cnn', methods='manifold_mixup_stage7'), 'schedule entries 0..2'),
     (dict(model='small_cnn', methods='erm_stage1'), 'erm has one schedule entry; drop _stage1'),
     (dict(model='small_cnn', batch_size=0), '--batch_size=0 must be >= 1'),
@@ -197,6 +200,9 @@ def test_presets_follow_the_backend_and_take_overrides():
   assert [(s.model, s.batch_size, s.image_shape, s.dtype, s.torch) for s in gpu] == [
       ('resnet50', 128, (224, 224, 3), 'bfloat16', True), ('preact_resnet18', 128, (32, 32, 3), 'bfloat16', True)]
   assert not any(s.torch for s in benchmark.settings_from_options(benchmark.Options(preset='gpu'), 'tpu'))
+  (vit,) = benchmark.settings_from_options(benchmark.Options(model='vit_cifar'), 'cpu')
+  (cnn,) = benchmark.settings_from_options(benchmark.Options(model='small_cnn'), 'cpu')
+  assert vit.methods == cnn.methods + methods.NEEDS_ATTENTION  # the methods that read attention, where there is some
   quick = benchmark.settings_from_options(benchmark.Options(preset='gpu', rounds=2, methods='erm', torch=False), 'gpu')
   assert all(s.rounds == 2 and s.methods == ('erm',) and not s.torch and s.steps > 0 for s in quick)
 
