@@ -406,8 +406,8 @@ def test_saliency_map_is_the_spectral_residual(shape):
   assert 1 <= rows[2] <= 6 and 2 <= cols[2] <= 7  # at (or next to, after smoothing) the square
 
 
+# CutMix's own tests are above; the methods that paste a region of (or the whole) partner share these.
 PASTING = {
-    'cutmix': lambda key, x, y, mode: mm.cutmix(key, x, y, 1.0, mode=mode),
     'saliencymix': lambda key, x, y, mode: mm.saliencymix(key, x, y, 1.0, mode=mode),
     'fmix': lambda key, x, y, mode: mm.fmix(key, x, y, 1.0, mode=mode),
     'resizemix': lambda key, x, y, mode: mm.resizemix(key, x, y, mode=mode),
