@@ -1,4 +1,4 @@
-"""MultiMix and Dense MultiMix interpolation, and the pairwise baselines, as pure functions.
+"""MultiMix and Dense MultiMix interpolation, and the pairwise and input-space baselines, as pure functions.
 
 Notation follows the paper: b examples in a mini-batch, tuples of m of them, n interpolated examples,
 Dirichlet concentration alpha, embeddings of width d at r spatial positions, c classes. Every function here is
