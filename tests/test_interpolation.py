@@ -484,8 +484,13 @@ def test_saliencymix_centres_the_box_on_the_partners_saliency_peak():
     np.testing.assert_array_equal(pasted[i], expected)
     np.testing.assert_allclose(yt[i, i], 1 - expected.mean(), atol=1e-6)
   # 'batch': the authors' one box, on the peak of the first example's partner.
-  perm, xt, (row, col) = jax.jit(lambda x: (mm.sample_pairing(key, b, 1.0)[0], mm.saliencymix(key, x, y, 1.0)[0],
-                                              mm.interpolation.saliency_peak(x[mm.sample_pairing(key, b, 1.0)[0][:1]])))(x)
+
+  @jax.jit
+  def draw_batch(x):
+    perm = mm.sample_pairing(key, b, 1.0)[0]
+    return perm, mm.saliencymix(key, x, y, 1.0)[0], mm.interpolation.saliency_peak(x[perm[:1]])
+
+  perm, xt, (row, col) = draw_batch(x)
   row, col = int(row[0]), int(col[0])
   pasted = np.asarray((xt != x).any(-1))
   assert pasted.any() and pasted[np.asarray(perm) != np.arange(b)].all(0)[row, col]

@@ -243,8 +243,9 @@ def test_transmix_reweights_cutmix_targets_by_the_attention_of_the_mixed_image()
     mixed = jnp.where(box[..., None], x[perm], x)
     (_, expected_logits), state = forward(mixed)
     attention = state['intermediates']['attention'][0].reshape(B, 3, 3)
+    by_area = interpolation.paste(x, targets, perm, box)[1]  # CutMix's targets
     return (loss[0], logits[0], mixed_targets[0], expected_logits, perm, box,
-            interpolation.transmix_targets(targets, perm, box, attention), interpolation.paste(x, targets, perm, box)[1])
+            interpolation.transmix_targets(targets, perm, box, attention), by_area)
 
   loss, logits, got, expected_logits, perm, box, expected, by_area = run_and_reference()
   np.testing.assert_allclose(logits, expected_logits, rtol=1e-5, atol=1e-6)
