@@ -41,5 +41,8 @@ setuptools.setup(
         # cuda drivers" to stderr at every JAX start on a machine without a GPU, so it is an extra of its own.
         'compile': ['jax[tpu]'],
         'compile-gpu': ['jax[cuda12-local]'],
+        # The authors' PyTorch networks (multimix_jax/torch_reference.py): the benchmark's --torch baseline and the
+        # fidelity tests. Any build; PyTorch's CPU index has the small one.
+        'torch': ['torch>=2.1'],
     },
 )

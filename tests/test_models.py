@@ -264,8 +264,7 @@ def random_variables(model, shape, seed=0):
 
 @pytest.mark.parametrize('name, shape', [('preact_resnet18', (32, 32, 3)), ('wrn16_8', (32, 32, 3)),
                                          ('resnet50', (64, 64, 3))])
-def test_forward_matches_the_authors_pytorch_network(name, shape):
-  torch = pytest.importorskip('torch')
+def test_forward_matches_the_authors_pytorch_network(name, shape, torch):
   from multimix_jax import torch_reference  # pylint: disable=g-import-not-at-top
   b = 2
   x = np.random.RandomState(1).randn(b, *shape)
