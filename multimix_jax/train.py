@@ -30,13 +30,6 @@ from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
 
-# Keys that may change when a run is resumed from its workdir; any other difference is a different run.
-RESUMABLE_KEYS = frozenset({
-    'data_dir', 'num_epochs', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
-    'checkpoint_every_steps', 'keep_checkpoints', 'profile'
-})
-
-
 class RunError(Exception):
   """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
 
@@ -120,7 +113,7 @@ def validate_config(config, num_devices, num_processes=1):
 def _config_differences(saved, config):
   saved, current = configs.flatten(saved), configs.flatten(config.to_dict())
   keys = sorted(k for k in saved.keys() | current.keys()
-                if k not in RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
+                if k not in configs.RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
   return [f'{k}: {saved.get(k)!r} in the workdir, {current.get(k)!r} now' for k in keys]
 
 
