@@ -14,7 +14,7 @@ INSTALL_REQUIRES = [
     'tensorflow-datasets>=4.9.7,<5',
     'tensorflow-cpu>=2.16,<3',  # input pipeline only; the model never runs in TensorFlow
     'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
-    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analyze
+    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analysis
     'importlib_resources',  # TFDS imports it when it prepares a dataset
     'numpy>=1.26',
 ]

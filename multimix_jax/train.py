@@ -25,17 +25,9 @@ from jax.experimental import multihost_utils
 
 from multimix_jax import configs
 from multimix_jax import data
-from multimix_jax import interpolation
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
-
-# Keys that may change when a run is resumed from its workdir; any other difference is a different run.
-RESUMABLE_KEYS = frozenset({
-    'data_dir', 'num_epochs', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
-    'checkpoint_every_steps', 'keep_checkpoints', 'profile'
-})
-
 
 class RunError(Exception):
   """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
@@ -79,35 +71,15 @@ def validate_config(config, num_devices, num_processes=1):
   need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
        f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
        f'(batch_size={config.batch_size} over {num_devices} devices).')
-  need(mm.n >= 1, f'multimix.n={mm.n} must be >= 1.')
-  need(mm.alpha > 0, f'multimix.alpha={mm.alpha} must be > 0.')
-  if mm.alpha_range is not None:
-    need(len(mm.alpha_range) == 2 and 0 < mm.alpha_range[0] <= mm.alpha_range[1],
-         f'multimix.alpha_range={mm.alpha_range} must be (lo, hi) with 0 < lo <= hi.')
-  need(0.0 <= mm.prob <= 1.0, f'multimix.prob={mm.prob} must be in [0, 1].')
-  need(mm.alternative in methods.ALTERNATIVES,
-       f'multimix.alternative={mm.alternative!r} must be one of {sorted(methods.ALTERNATIVES)}.')
-  need(mm.scope in ('device', 'global'), f"multimix.scope={mm.scope!r} must be 'device' or 'global'.")
-  need(mm.confidence in interpolation.CONFIDENCE_KINDS,
-       f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
+  if config.method in methods.METHODS:  # each method checks the hyperparameters it reads
+    try:
+      methods.METHODS[config.method](config)
+    except methods.HyperparameterError as e:
+      problems.extend(e.problems)
   if mm.confidence == 'attention' and config.model in models.MODELS:
     need(getattr(models.MODELS[config.model], 'sows_attention', False),
          f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
          f"model={config.model!r} does not: choose another confidence.")
-  need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
-  need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
-  al = config.alignmixup
-  need(al.alpha > 0, f'alignmixup.alpha={al.alpha} must be > 0.')
-  need(0.0 <= al.prob <= 1.0, f'alignmixup.prob={al.prob} must be in [0, 1].')
-  need(al.epsilon > 0, f'alignmixup.epsilon={al.epsilon} must be > 0 (the entropic regularisation).')
-  need(isinstance(al.max_iterations, int) and al.max_iterations >= 1,
-       f'alignmixup.max_iterations={al.max_iterations!r} must be an int >= 1.')
-  need(al.threshold >= 0, f'alignmixup.threshold={al.threshold} must be >= 0 (0: always max_iterations).')
-  need(config.mixup_lambda in methods.LAMBDA_SCOPES,
-       f'mixup_lambda={config.mixup_lambda!r} must be one of {methods.LAMBDA_SCOPES}.')
-  need(config.mixup_mode in interpolation.MIXUP_MODES,
-       f'mixup_mode={config.mixup_mode!r} must be one of {interpolation.MIXUP_MODES}.')
-  need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
   need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
   if num_processes > 1:
@@ -120,7 +92,7 @@ def validate_config(config, num_devices, num_processes=1):
 def _config_differences(saved, config):
   saved, current = configs.flatten(saved), configs.flatten(config.to_dict())
   keys = sorted(k for k in saved.keys() | current.keys()
-                if k not in RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
+                if k not in configs.RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
   return [f'{k}: {saved.get(k)!r} in the workdir, {current.get(k)!r} now' for k in keys]
 
 

@@ -186,6 +186,20 @@ def test_workdir_of_another_run_or_unrelated_files_is_refused(data_dir, tmp_path
   assert os.listdir(tmp_path / 'mine') == ['notes.txt']
 
 
+def test_resuming_may_change_bookkeeping_length_and_attacks_but_not_the_seed(tmp_path):
+  config = small_config(str(tmp_path))
+  saved = config.to_dict()
+  del saved['attack']  # a run saved before the attack keys existed
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps(saved))
+  config.update_from_flattened_dict({'data_dir': '/elsewhere', 'num_train_steps': 600, 'attack.pgd_steps': 20,
+                                     'keep_checkpoints': 1})
+  train.check_workdir(config, str(tmp_path / 'run'))
+  config.seed = 1
+  with pytest.raises(train.ConfigError, match="seed: 0 in the workdir, 1 now"):
+    train.check_workdir(config, str(tmp_path / 'run'))
+
+
 @pytest.mark.parametrize('method, learning_rate', [
     ('erm', 1e30),  # the loss and the parameters overflow at once
     ('multimix', 300.0),  # BatchNorm's running variance overflows a step before the loss (the default model)
