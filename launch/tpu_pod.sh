@@ -171,24 +171,26 @@ recreate() {
 # the new slice's trainer resumes from the checkpoints in WORKDIR. Ends when the queued resource is deleted.
 watch() {
   require_run_settings
-  local state round=0
+  local state round=0 errors
+  errors=$(mktemp "${TMPDIR:-/tmp}/multimix_watch.XXXXXX")
   while true; do
     round=$((round + 1))
-    if state=$(qr_state 2>&1); then
+    if state=$(qr_state 2> "$errors"); then
       echo "$(date -u +%FT%TZ) $QUEUED_RESOURCE: $state"
       if [[ $state == SUSPENDED || $state == FAILED ]]; then
         echo "$(date -u +%FT%TZ) recreating $QUEUED_RESOURCE; the run resumes from $WORKDIR"
         recreate "$@" || echo "$(date -u +%FT%TZ) recreating failed; next try in $WATCH_INTERVAL s" >&2
       fi
-    elif [[ $state == *NOT_FOUND* ]]; then
+    elif grep -q NOT_FOUND "$errors"; then
       echo "$(date -u +%FT%TZ) $QUEUED_RESOURCE does not exist (deleted): nothing to watch"
-      return
+      break
     else  # gcloud could not answer (network, quota): look again later
-      echo "$(date -u +%FT%TZ) could not read the state of $QUEUED_RESOURCE: ${state//$'\n'/ }" >&2
+      echo "$(date -u +%FT%TZ) could not read the state of $QUEUED_RESOURCE: $(tr '\n' ' ' < "$errors")" >&2
     fi
-    if [[ $DRY_RUN == 1 || $round == "$WATCH_ROUNDS" ]]; then return; fi
+    if [[ $DRY_RUN == 1 || $round == "$WATCH_ROUNDS" ]]; then break; fi
     sleep "$WATCH_INTERVAL"
   done
+  rm -f "$errors"
 }
 
 USAGE="usage: launch/tpu_pod.sh request|wait|create|setup|train|status|logs|stop|delete|recreate|watch [trainer flags]"

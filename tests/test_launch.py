@@ -90,6 +90,7 @@ FAKE_GCLOUD = r"""
 echo "$*" >> "$FAKE/calls"
 case "$*" in
   *"queued-resources describe"*)
+    if [[ -e $FAKE/unavailable_once ]]; then rm "$FAKE/unavailable_once"; echo "ERROR: UNAVAILABLE" >&2; exit 1; fi
     if [[ -e $FAKE/state ]]; then cat "$FAKE/state"; else echo "ERROR: NOT_FOUND: Resource not found" >&2; exit 1; fi ;;
   *"queued-resources delete"*) rm -f "$FAKE/state" ;;
   *"queued-resources create"*) echo ACTIVE > "$FAKE/state" ;;
@@ -100,10 +101,12 @@ esac
 def test_tpu_pod_watch_recreates_a_suspended_queued_resource_and_the_run_resumes(tmp_path):
   stand_in(tmp_path, 'gcloud', FAKE_GCLOUD)
   (tmp_path / 'state').write_text('SUSPENDED\n')
+  (tmp_path / 'unavailable_once').touch()  # a first look that fails: the watch goes on
   env = {'PATH': f'{tmp_path}/bin:{os.environ["PATH"]}', 'FAKE': str(tmp_path), 'DRY_RUN': '0', 'WATCH_INTERVAL': '0',
          'DATA_DIR': 'gs://b/tfds', 'WORKDIR': 'gs://b/run'}
-  result = tpu_pod('watch', '--config.method=erm', WATCH_ROUNDS='2', **env)
+  result = tpu_pod('watch', '--config.method=erm', WATCH_ROUNDS='3', **env)
   assert result.returncode == 0, result.stdout + result.stderr
+  assert 'could not read the state of multimix-qr: ERROR: UNAVAILABLE' in result.stderr
   calls = (tmp_path / 'calls').read_text().splitlines()
   order = [next(i for i, c in enumerate(calls) if key in c) for key in (
       'queued-resources describe', 'queued-resources delete', 'queued-resources create', 'tpu-vm scp',
