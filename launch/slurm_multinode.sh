@@ -56,6 +56,9 @@ LOCAL_DEVICE_IDS=$(seq -s, 0 $((GPUS_PER_NODE - 1)))
 
 echo "$SLURM_JOB_NUM_NODES nodes x $GPUS_PER_NODE GPUs, $CPUS_PER_TASK CPUs per task," \
   "$PER_DEVICE_BATCH_SIZE examples per GPU; config=$CONFIG, workdir=$WORKDIR"
+# On preemption SLURM sends SIGTERM to this script as well as to the trainers: without a trap the script would end
+# at once and the job with it, cutting the trainers' checkpoint short. Wait for them to save and exit.
+trap 'echo "SIGTERM: waiting for the trainers to save a checkpoint" >&2' TERM
 # --label: every output line starts with its task's number (the process index).
 srun --label --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 \
   "$PYTHON" -m multimix_jax.main --jax_distributed --local_device_ids="$LOCAL_DEVICE_IDS" \
@@ -64,9 +67,6 @@ srun --label --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-
     --per_device_batch_size="$PER_DEVICE_BATCH_SIZE" \
     "$@" &
 TRAINERS=$!
-# On preemption SLURM sends SIGTERM to this script as well as to the trainers: without a trap the script would end
-# at once and the job with it, cutting the trainers' checkpoint short. Wait for them to save and exit.
-trap 'echo "SIGTERM: waiting for the trainers to save a checkpoint" >&2' TERM
 while true; do
   status=0
   wait "$TRAINERS" || status=$?
@@ -75,6 +75,6 @@ done
 # The trainers exit 0 both at the run's last step (summary.json written) and after saving on SIGTERM.
 if [[ $status == 0 && ! -e $WORKDIR/summary.json && $REQUEUE == 1 && -n ${SLURM_JOB_ID:-} ]]; then
   echo "stopped before the last step: requeueing job $SLURM_JOB_ID, which resumes from the checkpoint in $WORKDIR"
-  scontrol requeue "$SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID" || echo "scontrol requeue failed: submit the same command again to resume" >&2
 fi
 exit "$status"
