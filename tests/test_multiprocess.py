@@ -160,13 +160,15 @@ def test_a_lost_process_ends_the_other_within_a_minute_naming_it(tmp_path, data_
 
 
 def test_a_host_that_stalls_for_less_than_the_heartbeat_timeout_keeps_the_run(tmp_path, data_dir):
-  """A busy host (a long compile, a slow filesystem, dropped RPCs) that answers again within the timeout: a third of
-  it here, longer than anything that would count as lost before the timeout."""
+  """A busy host (a long compile, a slow filesystem, dropped RPCs) that answers again within the timeout: silent for
+  12 of the 40 s here, longer than a quarter of the timeout, after which this project's earlier watchdog declared
+  a process lost."""
   run = Run(tmp_path, 'stalled', [tmp_path / 'run'] * 2, data_dir,
-            ['--config.num_train_steps=8', '--config.eval_every_steps=8', '--heartbeat_timeout=30'])
+            ['--config.method=erm', '--config.num_train_steps=4', '--config.eval_every_steps=4',
+             '--heartbeat_timeout=40'])  # one train step to compile
   run.wait_for('Training ')
   run.procs[1].send_signal(signal.SIGSTOP)
-  time.sleep(10)
+  time.sleep(12)
   run.procs[1].send_signal(signal.SIGCONT)
   assert run.wait() == [0, 0], run.tails()
   for i in range(2):
