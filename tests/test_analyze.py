@@ -4,7 +4,6 @@ The run (30 steps of the digits default over 4 host devices) is trained once for
 """
 
 import functools
-import importlib.util
 import itertools
 import json
 import os
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from multimix_jax import analysis
+from multimix_jax import configs
 from multimix_jax.analysis import attacks
 from multimix_jax.analysis import metrics
 from multimix_jax.analysis import report as report_lib
@@ -132,18 +132,11 @@ def test_attacks_stay_in_the_eps_ball_and_in_pixel_range():
 # ----------------------------------------------------------------------------------------- a trained run
 
 
-def _load_config():
-  spec = importlib.util.spec_from_file_location('default', os.path.join(REPO, 'configs', 'default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
 
-  config = _load_config()
+  config = configs.load('default')
   config.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.batch_size = 64
   config.num_train_steps = 30
@@ -207,28 +200,12 @@ def test_figures_of_the_run_are_in_range(analysed):
   assert -4 * 2 <= figures['uniformity'] <= 0  # log E exp(-2 d²), d² in [0, 4]
   assert 0 < figures['intra_inter_ratio']
   assert figures['attack_examples'] == 128  # one batch
-  assert figures['attack'] == {**_load_config().attack.to_dict(), 'source': 'config.json'}  # the run's own
+  assert figures['attack'] == {**configs.load('default').attack.to_dict(), 'source': 'config.json'}  # the run's own
   # PGD is at least as strong as FGSM at the same eps, and neither is weaker than no attack.
   assert figures['clean_error'] <= figures['fgsm_error'] <= figures['pgd_error']
   curves = figures['curves']
   assert curves['eval_steps'] == [15, 30] and curves['train_steps'] == [5, 10, 15, 20, 25, 30]
   assert len(figures['projection']) and figures['projection']['interpolations'] == 30
-
-
-def test_pmap_gives_the_same_evaluation(run_dir, analysed, tmp_path):
-  copy = tmp_path / 'pmap'
-  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns('analysis'))
-  config = json.loads((copy / 'config.json').read_text())
-  config['parallelism'] = 'pmap'
-  (copy / 'config.json').write_text(json.dumps(config))
-  figures = analysis.analyze([str(copy)], options=analysis.Options(metrics=('accuracy', 'robustness'),
-                                                                 attack_examples=100))['runs'][0]
-  reference = analysed[0]['runs'][0]
-  assert figures['parallelism'] == 'pmap'
-  assert figures['top1'] == reference['top1'] and figures['nll'] == pytest.approx(reference['nll'], rel=1e-6)
-  assert figures['attack_examples'] == 128  # whole batches until 100 examples are covered
-  for key in ('clean_error', 'fgsm_error'):  # FGSM is deterministic; PGD's random start is per device
-    assert figures[key] == reference[key]
 
 
 def test_comparison_groups_seeds_and_writes_its_files(run_dir, tmp_path):
@@ -344,7 +321,7 @@ def test_train_loss_falls_back_to_the_tensorboard_events(tmp_path):
 
 
 def test_runs_are_seeds_of_one_config_unless_training_or_the_attacks_differ():
-  base = _load_config()
+  base = configs.load('default')
 
   def run(**overrides):
     config = base.copy_and_resolve_references()

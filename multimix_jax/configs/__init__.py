@@ -5,14 +5,23 @@ link to this folder); they ship inside the package so that an installed copy run
 Derived configs import the one they change and override a few keys.
 """
 
+import importlib
 import os
 
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+NAMES = tuple(sorted(f[:-3] for f in os.listdir(DIRECTORY) if f.endswith('.py') and f != '__init__.py'))
 
 
 def path(name: str) -> str:
   """The file of the config `name` ('default', 'cifar100_r18', ...)."""
   return os.path.join(DIRECTORY, f'{name}.py')
+
+
+def load(name: str):
+  """A fresh `get_config()` of the config `name` (the ConfigDict that `--config=configs/<name>.py` starts from)."""
+  if name not in NAMES:
+    raise ValueError(f'no config named {name!r}; the configs are {", ".join(NAMES)}.')
+  return importlib.import_module(f'{__name__}.{name}').get_config()
 
 
 def flatten(tree: dict, prefix: str = '') -> dict:
