@@ -80,6 +80,11 @@ def wheel(tmp_path_factory):
   return str(next(folder.glob('multimix_jax-*.whl')))
 
 
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
 def source_of(kind, request):
   if kind == 'git':
     if not os.path.exists(os.path.join(REPO, '.git')):
@@ -89,20 +94,24 @@ def source_of(kind, request):
 
 
 @pytest.mark.parametrize('kind', ['folder', 'wheel'])
-def test_colab_notebook_installs_each_kind_of_source(kind, request, tmp_path):
-  notebook = run_notebooks.execute(COLAB, {'SOURCE': source_of(kind, request), 'WORKDIR': str(tmp_path / 'run')},
-                                   output=str(tmp_path / 'nb.ipynb'), timeout=300, until='install')
+def test_colab_notebook_installs_and_trains_each_kind_of_source(kind, request, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  notebook = run_notebooks.execute(
+      COLAB, {'SOURCE': source_of(kind, request), 'WORKDIR': str(workdir), 'DATA_DIR': data_dir,
+              'NUM_TRAIN_STEPS': 2, 'PER_DEVICE_BATCH_SIZE': 8, 'EXTRA_FLAGS': ['--config.multimix.n=16']},
+      output=str(tmp_path / 'nb.ipynb'), timeout=300, until='train')
   text, _ = outputs(notebook)
   assert f'source: {"folder" if kind == "folder" else "package file"}' in text
-  assert 'multimix_jax from /' in text and 'multimix_notebook_site/multimix_jax' in text  # the copy it installed
+  assert 'multimix_notebook_site/multimix_jax' in text  # the copy it installed, not this checkout
   assert 'runtime: CPU' in text and 'global batch: ' in text
+  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 2
 
 
-def test_colab_notebook_trains_from_a_git_clone_and_plots_from_the_run_files(request, tmp_path):
+def test_colab_notebook_trains_from_a_git_clone_and_plots_from_the_run_files(request, data_dir, tmp_path):
   workdir = tmp_path / 'run'
   notebook = run_notebooks.execute(
       COLAB,
-      {'SOURCE': source_of('git', request), 'WORKDIR': str(workdir), 'DATA_DIR': str(tmp_path / 'tfds'),
+      {'SOURCE': source_of('git', request), 'WORKDIR': str(workdir), 'DATA_DIR': data_dir,
        'NUM_TRAIN_STEPS': 20, 'PER_DEVICE_BATCH_SIZE': 32,
        'EXTRA_FLAGS': ['--config.eval_every_steps=10', '--config.log_every_steps=5', '--config.multimix.n=64']},
       output=str(tmp_path / 'colab_tpu.ipynb'), timeout=300)
