@@ -41,10 +41,12 @@ def test_committed_notebooks_hold_the_users_parameters_and_open_in_colab(path):
   assert f'https://colab.research.google.com/github/YOUR_ACCOUNT/multimix_jax/blob/main/launch/{name}' in \
       notebook.cells[0].source
   if path == COLAB:
-    assert "SOURCE = ''" in tagged(notebook, 'parameters').source and "WORKDIR = ''" in tagged(notebook, 'parameters').source
+    assert "WORKDIR = ''" in tagged(notebook, 'parameters').source
     assert notebook.metadata['accelerator'] == 'TPU' and notebook.metadata['colab']['gpuType'] == 'V5E1'
   else:
     assert 'accelerator' not in notebook.metadata and 'gpuType' not in notebook.metadata.get('colab', {})
+  assert "SOURCE = ''" in tagged(notebook, 'parameters').source
+  assert all(not c.outputs for c in notebook.cells if 'timing' in c.metadata.get('tags', []))
   code = '\n'.join(c.source for c in notebook.cells if c.cell_type == 'code')
   assert 'YOUR_ACCOUNT' not in code and 'tensorboard.backend' not in code
 
@@ -124,9 +126,25 @@ def test_colab_notebook_trains_from_a_git_clone_and_plots_from_the_run_files(req
   assert 5 in steps and 20 in steps
 
 
-def test_your_loop_notebook_runs(tmp_path):
+@pytest.mark.parametrize('source, message', [
+    ('', 'Stopped: SOURCE is not set: in the cell above, set it to a git URL'),
+    ('/nonexistent/multimix_jax-0.1.0-py3-none-any.whl', 'does not exist: upload the file'),
+])
+def test_your_loop_notebook_without_a_usable_source_stops_at_its_first_cell(source, message, tmp_path):
+  with pytest.raises(nbclient.exceptions.CellExecutionError) as error:
+    run_notebooks.execute(LOOP, {'SOURCE': source}, output=str(tmp_path / 'nb.ipynb'), timeout=120)
+  assert message in str(error.value) and 'Traceback' not in str(error.value)
+
+
+def test_your_loop_notebook_runs(request, tmp_path):
   notebook = run_notebooks.execute(
-      LOOP, {'STEPS': 30, 'N_VALUES': [100, 1000], 'REPEATS': 2}, output=str(tmp_path / 'loop.ipynb'), timeout=300)
+      LOOP, {'SOURCE': source_of('wheel', request), 'STEPS': 20, 'EVAL_EVERY': 10, 'N_VALUES': [100, 1000],
+             'REPEATS': 3}, output=str(tmp_path / 'loop.ipynb'), timeout=300)
   text, images = outputs(notebook)
-  assert 'largest difference' in text and 'n =   1000' in text
-  assert images == 3
+  assert 'multimix_jax 0.1.0 from' in text
+  for name in ('ERM', 'MultiMix (p = 0.5)', 'Dense MultiMix (p = 0.5)', 'MultiMix, m = b per device',
+               'MultiMix, global scope', 'Dense MultiMix, m = b per device'):
+    assert f'{name:36s} final' in text
+  assert 'devices, ' in text and 'largest difference' in text
+  assert 'n =   1000:' in text and 'x ERM (95 % interval' in text
+  assert images == 4  # curves, Λ, confidence maps, timing
