@@ -1,7 +1,8 @@
 """Training and evaluation: TFDS batches -> global arrays -> train_step(state, batch, key) -> metrics.
 
 `train_and_evaluate(config, workdir)` checks the config and the workdir before any work, resumes from the latest
-checkpoint in the workdir, saves periodically, at the end and on SIGTERM (preemption), writes TensorBoard events
+checkpoint in the workdir, saves periodically, at the end, on SIGTERM (preemption) and on a first SIGINT (an
+interrupt), writes TensorBoard events, the same scalars as JSON lines (`scalars.jsonl`, readable without TensorFlow)
 and, at the end, `summary.json`.
 """
 
@@ -146,30 +147,58 @@ def check_shared_workdir(workdir, attempts=3):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to save and stop after the current step (all processes at the same step)."""
+  """Turns SIGTERM (preemption) and a first SIGINT (Ctrl-C, a notebook's interrupt) into a request to save and stop
+  after the current step (all processes at the same step). A second SIGINT raises KeyboardInterrupt at once."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = None  # the name of the signal that asked to stop
+    self._previous = {}
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint after this step, then stopping.')
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested == 'SIGINT':
+      raise KeyboardInterrupt  # the second interrupt: stop now, without waiting for the step
+    name = signal.Signals(signum).name
+    logging.warning('%s received: saving a checkpoint after this step, then stopping%s.', name,
+                    ' (interrupt again to stop at once, without saving)' if name == 'SIGINT' else '')
+    self.requested = self.requested or name
 
   def reached(self, step):
     if jax.process_count() > 1:  # jax.distributed's preemption service syncs every process on one step
       return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
+    return self.requested is not None
+
+
+class _ScalarsFile:
+  """A clu metric writer that also appends each `write_scalars` call to `path` as one JSON line
+  `{"step": 120, "train_loss": 1.93, ...}` (the names TensorBoard gets), so that notebooks and the analysis read the
+  curves without TensorFlow. A resumed run appends again from its checkpoint: a step may repeat (the last counts).
+  Process 0 writes it (`path` None elsewhere); every other method is the wrapped writer's."""
+
+  def __init__(self, writer, path):
+    self._writer = writer
+    self._path = path
+
+  def write_scalars(self, step, scalars):
+    self._writer.write_scalars(step, scalars)
+    if self._path is not None:
+      line = json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
+      with self._path.open('a') as f:
+        f.write(line + '\n')
+
+  def __getattr__(self, name):
+    return getattr(self._writer, name)
 
 
 def _write_json(path, obj):
@@ -266,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_steps = [dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn) for branch in schedule]
   eval_step = dp.eval_step(model=model)
 
-  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+  writer = _ScalarsFile(metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0),
+                        workdir / 'scalars.jsonl' if jax.process_index() == 0 else None)
   if start_step == 0:
     writer.write_hparams(configs.flatten(config.to_dict()))
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
@@ -313,7 +343,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           checkpoints.save(step, args=ocp.args.StandardSave(dp.get_state(state)))
           last_saved = step
         if preempted:
-          logging.warning('Preempted: checkpoint saved at step %d; rerun the same command to resume.', step)
+          logging.warning('%s: checkpoint saved at step %d; rerun the same command to resume.',
+                          'Interrupted' if preemption.requested == 'SIGINT' else 'Preempted', step)
           break
   finally:  # a save still in flight completes, also when the run stops on an error
     checkpoints.wait_until_finished()

@@ -111,6 +111,31 @@ def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkey
   resumed, step = final_params(str(tmp_path / 'resumed'))
   assert step == 8
   jax.tree.map(np.testing.assert_array_equal, resumed, reference)
+  # scalars.jsonl holds what TensorBoard got, over both parts of the run (a repeated step: the last line counts).
+  assert scalars_jsonl(tmp_path / 'resumed') == tensorboard_scalars(tmp_path / 'resumed')
+  assert {'train_loss', 'learning_rate', 'eval_top1'} <= set(scalars_jsonl(tmp_path / 'resumed')[8])
+
+
+def scalars_jsonl(workdir):
+  scalars = {}
+  for line in (workdir / 'scalars.jsonl').read_text().splitlines():
+    record = json.loads(line)
+    scalars.setdefault(record.pop('step'), {}).update(record)
+  return {step: {k: pytest.approx(v, rel=1e-6) for k, v in values.items()} for step, values in scalars.items()}
+
+
+def tensorboard_scalars(workdir):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  scalars = {}
+  for tag in events.Tags()['tensors']:
+    for event in events.Tensors(tag):
+      value = tensor_util.make_ndarray(event.tensor_proto)
+      if value.shape == () and value.dtype.kind == 'f':  # scalars (the hparams are strings)
+        scalars.setdefault(event.step, {})[tag] = float(value)
+  return scalars
 
 
 def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
@@ -131,6 +156,56 @@ def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
   step = int(output.split('Preempted: checkpoint saved at step ')[1].split(';')[0])
   assert 0 < step < 100000
   assert final_params(str(workdir))[1] == step
+
+
+def test_a_first_sigint_asks_to_save_and_a_second_stops_at_once():
+  with train._Preemption() as preemption:  # pylint: disable=protected-access
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested == 'SIGINT' and preemption.reached(1)
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def run_cell_as_a_kernel(workdir, data_dir, num_train_steps, interrupt):
+  """Runs the training cell of launch/colab_tpu.ipynb in a Python process of its own process group, as Jupyter runs
+  a kernel: the trainer it starts shares the group, and an interrupt (SIGINT to the group) reaches both."""
+  with open(os.path.join(REPO, 'launch', 'colab_tpu.ipynb')) as f:
+    cell = next(''.join(c['source']) for c in json.load(f)['cells'] if 'train' in c['metadata'].get('tags', []))
+  kernel = '\n'.join([
+      'import json, os, re, subprocess, sys', 'class Stop(Exception): pass',
+      f'PYTHON, HOME, RUN_ENV = {sys.executable!r}, {str(workdir.parent)!r}, {{"PYTHONPATH": {REPO!r}}}',
+      f'CONFIG_PATH, WORKDIR, DATA_DIR = {os.path.join(REPO, "configs", "default.py")!r}, {str(workdir)!r}, {data_dir!r}',
+      f'PER_DEVICE_BATCH_SIZE, DATASET, NUM_TRAIN_STEPS = 4, "", {num_train_steps}',
+      'EXTRA_FLAGS = ["--config.log_every_steps=1", "--config.eval_every_steps=100000", "--config.multimix.n=16"]',
+      'exec(sys.stdin.read())'])
+  process = subprocess.Popen([sys.executable, '-u', '-c', kernel], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  process.stdin.write(cell)
+  process.stdin.close()
+  lines = []
+  for line in process.stdout:
+    lines.append(line)
+    if interrupt and 'train_loss' in line:  # steps are running
+      os.killpg(process.pid, signal.SIGINT)  # what Jupyter's interrupt does
+      break
+  output = ''.join(lines) + process.stdout.read()
+  process.wait(timeout=120)
+  return process.returncode, output
+
+
+def test_interrupting_a_notebook_run_saves_and_the_rerun_resumes(data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  returncode, output = run_cell_as_a_kernel(workdir, data_dir, 100000, interrupt=True)
+  assert returncode == 0, output
+  step = int(output.split('Interrupted: checkpoint saved at step ')[-1].split(' ')[0])
+  assert f'in {workdir}/checkpoints; run this cell again to resume.' in output
+  assert 0 < step < 100000 and final_params(str(workdir))[1] == step
+  returncode, output = run_cell_as_a_kernel(workdir, data_dir, step + 2, interrupt=False)
+  assert returncode == 0, output
+  assert f'Resumed from the checkpoint at step {step}' in output and 'Interrupted' not in output
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['resumed_from_step'] == step and summary['steps'] == step + 2
 
 
 @pytest.mark.parametrize('overrides,message', [
