@@ -77,14 +77,11 @@ class EncoderBlock(nn.Module):
     return x + y, weights
 
 
-class ViT(nn.Module):
+class ViT(common.Model):
   """ViT-S/16 (width 384, depth 12, 6 heads, MLP 1536, 16×16 patches) unless a subclass says otherwise.
 
   `bn_axis_name` is accepted for the models' common interface and unused: there is no BatchNorm.
   """
-  num_classes: int
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
   patch_size: int = 16
   width: int = 384
   depth: int = 12
