@@ -29,6 +29,7 @@ from multimix_jax import interpolation
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
+from multimix_jax.models import vit
 
 # Keys that may change when a run is resumed from its workdir; any other difference is a different run.
 RESUMABLE_KEYS = frozenset({
@@ -96,6 +97,27 @@ def validate_config(config, num_devices, num_processes=1):
          f"model={config.model!r} does not: choose another confidence.")
   need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
   need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
+  aug = config.augment
+  need(aug.resize in data.RESIZE_METHODS, f'augment.resize={aug.resize!r} must be one of {data.RESIZE_METHODS}.')
+  for name in ('color_jitter', 'lighting_std'):
+    need(aug[name] is None or aug[name] >= 0, f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
+  need(isinstance(aug.randaugment_layers, int) and aug.randaugment_layers >= 0,
+       f'augment.randaugment_layers={aug.randaugment_layers!r} must be an int >= 0 (0: no RandAugment).')
+  need(0 <= aug.randaugment_magnitude <= 10, f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in '
+       '[0, 10].')
+  need(aug.randaugment_magnitude_std >= 0, f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must '
+       'be >= 0.')
+  need(0 <= aug.random_erasing <= 1, f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
+  if config.dataset in data.DATASETS and data.DATASETS[config.dataset].augment == 'none':
+    need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std),
+         f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
+         'their defaults.')
+  need(config.vit.pool_norm in vit.POOL_NORMS, f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
+  need(0 <= config.vit.drop_path < 1, f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
+  if config.model in models.MODELS and not issubclass(models.MODELS[config.model], vit.ViT):
+    need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,
+         f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
+         f"leave them at 'tokens' and 0.")
   al = config.alignmixup
   need(al.alpha > 0, f'alignmixup.alpha={al.alpha} must be > 0.')
   need(0.0 <= al.prob <= 1.0, f'alignmixup.prob={al.prob} must be in [0, 1].')
@@ -269,7 +291,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_shared_workdir(workdir)
   dp = step_lib.DataParallel(config.parallelism)
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
+                              **models.config_fields(config))
   tx, lr_schedule = step_lib.create_optimizer(config, steps_per_epoch)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))
