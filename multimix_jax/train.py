@@ -112,7 +112,8 @@ def validate_config(config, num_devices, num_processes=1):
     need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std),
          f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
          'their defaults.')
-  need(config.vit.pool_norm in vit.POOL_NORMS, f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
+  need(config.vit.pool_norm in vit.POOL_NORMS,
+       f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
   need(0 <= config.vit.drop_path < 1, f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
   if config.model in models.MODELS and not issubclass(models.MODELS[config.model], vit.ViT):
     need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,

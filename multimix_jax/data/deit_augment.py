@@ -14,13 +14,14 @@ op's argument as timm's "increasing" table (`inc1`: stronger for every op as m g
 | PosterizeIncreasing | keep 4 − int(4 · m/10) bits |
 | SolarizeIncreasing | invert pixels ≥ 256 − int(256 · m/10) |
 | SolarizeAdd | add int(110 · m/10) to pixels < 128 |
-| ColorIncreasing, ContrastIncreasing, BrightnessIncreasing, SharpnessIncreasing | PIL ImageEnhance factor max(0.1, 1 ± 0.9 · m/10) |
+| Color-, Contrast-, Brightness-, SharpnessIncreasing | PIL ImageEnhance factor max(0.1, 1 ± 0.9 · m/10) |
 | ShearX, ShearY | shear ± 0.3 · m/10 |
 | TranslateXRel, TranslateYRel | shift ± 0.45 · m/10 of the width / height |
 
 The geometric ops fill with the dataset's mean colour (timm's `img_mean`) and resample bilinearly as PIL does:
-TensorFlow's projective transform has no bicubic, which DeiT's timm uses there (timm's `interpolation` hparam). Results are integers, rounded or truncated where PIL
-rounds or truncates.
+TensorFlow's projective transform has no bicubic, which DeiT's timm uses there (timm's `interpolation` hparam).
+Results are integers, rounded or truncated where PIL rounds or truncates. Posterize at m = 10 keeps 0 bits (black),
+as timm did with Pillow before version 10, which refuses 0 bits.
 
 Random erasing (Zhong et al. 2020) as timm's `RandomErasing(mode='pixel')`: with probability `prob`, one rectangle
 of area U(0.02, 1/3) of the image and aspect ratio log-uniform in [0.3, 1/0.3] (the first of 10 draws that fits)
@@ -174,7 +175,8 @@ OP_NAMES = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'PosterizeIncreasing
 def apply_op(image, index, magnitude, sign, fill):
   """Op `index` (of OP_NAMES) at `magnitude` in [0, 10] with `sign` ±1: (H, W, 3) float32 integer-valued pixels
   in [0, 255] -> the same."""
-  return tf.switch_case(tf.convert_to_tensor(index, tf.int32), [lambda f=f: f(image, magnitude, sign) for f in _ops(fill)])
+  branches = [lambda f=f: f(image, magnitude, sign) for f in _ops(fill)]
+  return tf.switch_case(tf.convert_to_tensor(index, tf.int32), branches)
 
 
 def rand_augment_draws(key, *, num_layers, magnitude, magnitude_std):
