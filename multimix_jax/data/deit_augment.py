@@ -245,9 +245,13 @@ def random_erasing(image, key, prob, mean, std):
   coin_key, box_key, noise_key = _keys(key, 3)
   height, width, channels = image.shape
   found, top, left, h, w = erasing_box(box_key, height, width)
-  rows, cols = tf.range(height)[:, None, None], tf.range(width)[None, :, None]
-  inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
   erase = found & (tf.random.stateless_uniform([], seed=coin_key) < prob)
-  noise = tf.random.stateless_normal([height, width, channels], seed=noise_key)
-  fill = 255.0 * (tf.constant(mean, tf.float32) + tf.constant(std, tf.float32) * noise)
-  return tf.where(erase & inside, fill, image)
+
+  def erased():  # noise drawn for the rectangle only, and only for the images erased
+    noise = tf.random.stateless_normal(tf.stack([h, w, channels]), seed=noise_key)
+    fill = 255.0 * (tf.constant(mean, tf.float32) + tf.constant(std, tf.float32) * noise)
+    padding = [[top, height - top - h], [left, width - left - w], [0, 0]]
+    inside = tf.pad(tf.ones([h, w, 1], tf.bool), padding)
+    return tf.ensure_shape(tf.where(inside, tf.pad(fill, padding), image), image.shape)
+
+  return tf.cond(erase, erased, lambda: image)
