@@ -334,7 +334,7 @@ def test_attention_confidence_needs_a_vision_transformer():
   train.validate_config(config, 1)
 
 
-def test_vit_config_keys_reach_the_model():
+def test_vit_and_augment_keys_are_checked_and_reach_the_model():
   from multimix_jax import train  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
   config = default.get_config()
   assert models.config_fields(config) == {}  # the default's small CNN has no such fields
@@ -347,6 +347,13 @@ def test_vit_config_keys_reach_the_model():
   assert (model.pool_norm, model.drop_path) == ('after_pool', 0.1)
   config.vit.pool_norm, config.vit.drop_path = 'cls', 1.0
   with pytest.raises(train.ConfigError, match=r"vit.pool_norm='cls' must be one of .*\n.*vit.drop_path=1.0 must"):
+    train.validate_config(config, 1)
+  # The augmentation keys of the ViT recipes: checked too, and refused on the digits, which are not augmented.
+  config = default.get_config()
+  config.augment.update(resize='lanczos', randaugment_layers=2, randaugment_magnitude=11.0, random_erasing=1.5)
+  with pytest.raises(train.ConfigError, match=(r"(?s)augment.resize='lanczos' must be one of \('bilinear', 'bicubic'\)"
+                                               r".*randaugment_magnitude=11.0.*random_erasing=1.5.*"
+                                               r"dataset='digits' is not augmented")):
     train.validate_config(config, 1)
 
 
