@@ -2,7 +2,8 @@
 
 import setuptools
 
-# Ranges checked to resolve together on Python 3.11 and 3.12 (see .ci/run).
+# Ranges checked to resolve together on Python 3.11 and 3.12 (see .ci/run); on 3.13, Colab's Python, each range has
+# a wheel (scripts/check_py313_wheels.sh).
 INSTALL_REQUIRES = [
     'jax>=0.7,<0.12',
     'flax>=0.11,<0.13',
@@ -14,7 +15,7 @@ INSTALL_REQUIRES = [
     'tensorflow-datasets>=4.9.7,<5',
     'tensorflow-cpu>=2.16,<3',  # input pipeline only; the model never runs in TensorFlow
     'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
-    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analyze
+    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analysis
     'importlib_resources',  # TFDS imports it when it prepares a dataset
     'numpy>=1.26',
 ]
@@ -26,7 +27,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.11',
+    python_requires='>=3.11,<3.14',  # 3.14: no check yet
     packages=setuptools.find_packages(include=['multimix_jax', 'multimix_jax.*']),
     package_data={'multimix_jax.targets': ['gpu_specs/*.txtpb', 'gpu_specs/*.md']},
     install_requires=INSTALL_REQUIRES,
@@ -41,5 +42,8 @@ setuptools.setup(
         # cuda drivers" to stderr at every JAX start on a machine without a GPU, so it is an extra of its own.
         'compile': ['jax[tpu]'],
         'compile-gpu': ['jax[cuda12-local]'],
+        # The authors' PyTorch networks (multimix_jax/torch_reference.py): the benchmark's --torch baseline and the
+        # fidelity tests. Any build; PyTorch's CPU index has the small one.
+        'torch': ['torch>=2.1'],
     },
 )

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Cloud TPU VMs, one host or a pod slice: run from your machine (gcloud installed and logged in), at the
-# repository root. Every command reaches all hosts of the slice (--worker=all); each host runs the same trainer,
-# and jax.distributed.initialize() finds the others by itself.
+# Cloud TPU VMs (v4, v5e, v5p, v6e), one host or a pod slice, through the Cloud TPU API (gcloud compute tpus
+# queued-resources and tpu-vm): run from your machine (gcloud installed and logged in), at the repository root.
+# Every command reaches all hosts of the slice (--worker=all); each host runs the same trainer, and
+# jax.distributed.initialize() finds the others by itself.
 #
 #   export TPU_NAME=multimix ZONE=us-east5-b ACCELERATOR_TYPE=v6e-16 RUNTIME_VERSION=v2-alpha-tpuv6e \
 #          DATA_DIR=gs://my-bucket/tensorflow_datasets WORKDIR=gs://my-bucket/runs/r50
 #   launch/tpu_pod.sh request       # a queued resource (the way to get v5e and v6e slices); SPOT=1 for Spot
 #   launch/tpu_pod.sh wait          # until the request is ACTIVE
 #   launch/tpu_pod.sh create        # or: the TPU VM(s) directly, where capacity is there (v4, v5p)
-#   launch/tpu_pod.sh setup         # copy this checkout to every host and install it (Python 3.12, jax[tpu])
-#   launch/tpu_pod.sh train [--config.method=erm ...]   # start in the background on every host
+#   launch/tpu_pod.sh setup         # copy this checkout to every host, install it (Python 3.11, launch/constraints.txt)
+#   launch/tpu_pod.sh train [--config.method=erm ...]   # start in the background on every host (refused while a
+#                                   # trainer runs); each host's log is copied to $WORKDIR/logs/worker-N.log
 #   launch/tpu_pod.sh status        # every worker: trainer running or not, the last lines of its log
 #   launch/tpu_pod.sh logs          # follow host 0's log
 #   launch/tpu_pod.sh stop          # SIGTERM: every host saves a checkpoint at the same step and exits
 #   launch/tpu_pod.sh delete        # the queued resource and its VMs, or the VMs made by `create`
 #   launch/tpu_pod.sh recreate [--config...]   # after a Spot preemption: delete, request, wait, setup, train
+#   launch/tpu_pod.sh watch [--config...]      # every WATCH_INTERVAL s (300): recreate when the queued resource is
+#                                   # SUSPENDED or FAILED; the run resumes from WORKDIR. WATCH_ROUNDS=1 looks once (cron)
 #   DRY_RUN=1 launch/tpu_pod.sh train ...   # print the gcloud commands instead of running them
 #
 # Data and workdir live on GCS: the hosts' disks do not survive a preemption and are not shared. The TPU VM's
@@ -35,7 +39,10 @@ SPOT=${SPOT:-0}
 DRY_RUN=${DRY_RUN:-0}
 CONFIG=${CONFIG:-configs/imagenet_r50.py}  # relative to the repository root
 PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-128}
-HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}  # a lost host ends the others after about a quarter of this
+HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}  # a host silent this long counts as lost; the others stop, naming it
+PYTHON_VERSION=${PYTHON_VERSION:-3.11}  # the tests' Python, which launch/constraints.txt was resolved for
+WATCH_INTERVAL=${WATCH_INTERVAL:-300}
+WATCH_ROUNDS=${WATCH_ROUNDS:-0}  # 0: watch until the queued resource is deleted
 DATA_DIR=${DATA_DIR:-}
 WORKDIR=${WORKDIR:-}
 REMOTE_DIR=multimix_jax  # on each host, under the home directory
@@ -70,14 +77,17 @@ request() {
     --accelerator-type="$ACCELERATOR_TYPE" --runtime-version="$RUNTIME_VERSION" ${extra[@]+"${extra[@]}"}
 }
 
+qr_state() {
+  run gcloud compute tpus queued-resources describe "$QUEUED_RESOURCE" "${LOCATION[@]}" --format='value(state.state)'
+}
+
 wait_active() {
   local state
   while true; do
-    state=$(run gcloud compute tpus queued-resources describe "$QUEUED_RESOURCE" "${LOCATION[@]}" \
-      --format='value(state.state)')
+    state=$(qr_state)
     echo "$QUEUED_RESOURCE: $state"
     if [[ $DRY_RUN == 1 || $state == ACTIVE ]]; then return; fi
-    if [[ $state == FAILED || $state == SUSPENDED ]]; then exit 1; fi
+    if [[ $state == FAILED || $state == SUSPENDED ]]; then return 1; fi
     sleep 60
   done
 }
@@ -97,26 +107,36 @@ setup() {
     git ls-files -z --cached --others --exclude-standard | tar --null -czf "$archive" -T -)
   run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:$REMOTE_DIR.tar.gz" "${LOCATION[@]}" --worker=all
   rm -f "$archive"
-  # The images' Python is 3.10; the project needs >= 3.11: uv fetches 3.12 into a virtual environment.
+  # The images' Python is 3.10; the project needs >= 3.11: uv fetches it into a virtual environment. Every host
+  # installs the versions of launch/constraints.txt, so all resolve the same jax, libtpu and the rest.
   on_all_hosts "set -euo pipefail
     mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
     python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
-    ~/.local/bin/uv venv --quiet --allow-existing --python 3.12 .venv
-    ~/.local/bin/uv pip install --quiet --python .venv/bin/python -e '.[tpu]'
+    ~/.local/bin/uv venv --quiet --allow-existing --python $PYTHON_VERSION .venv
+    ~/.local/bin/uv pip install --quiet --python .venv/bin/python -c launch/constraints.txt -e '.[tpu]'
     .venv/bin/python -c 'import jax, multimix_jax; print(\"jax\", jax.__version__)'"
 }
 
-train() {
+require_run_settings() {
   if [[ -z $DATA_DIR || -z $WORKDIR ]]; then
     echo "error: set DATA_DIR=gs://... and WORKDIR=gs://...: every host reads the data and the checkpoints there" >&2
     exit 2
   fi
+}
+
+train() {
+  require_run_settings
   local args
-  args=$(printf '%q ' --jax_distributed --heartbeat_timeout="$HEARTBEAT_TIMEOUT" --config="$CONFIG" \
+  args=$(printf '%q ' "$WORKDIR" --jax_distributed --heartbeat_timeout="$HEARTBEAT_TIMEOUT" --config="$CONFIG" \
     --workdir="$WORKDIR" --config.data_dir="$DATA_DIR" --per_device_batch_size="$PER_DEVICE_BATCH_SIZE" "$@")
-  echo "$ACCELERATOR_TYPE: $PER_DEVICE_BATCH_SIZE examples per device; log in ~/$LOG on each host"
-  on_all_hosts "cd ~/$REMOTE_DIR && setsid nohup .venv/bin/python -m multimix_jax.main $args \
-    > ~/$LOG 2>&1 < /dev/null & echo \$! > ~/multimix_train.pid"
+  # All hosts first: a host that already trains would leave the others waiting for it at their first step.
+  if ! on_all_hosts "cd ~/$REMOTE_DIR && bash launch/tpu_host.sh check"; then
+    echo "error: a trainer already runs on the slice (see above): launch/tpu_pod.sh stop first" >&2
+    exit 1
+  fi
+  echo "$ACCELERATOR_TYPE: $PER_DEVICE_BATCH_SIZE examples per device; log in ~/$LOG on each host," \
+    "copied to $WORKDIR/logs/worker-N.log"
+  on_all_hosts "cd ~/$REMOTE_DIR && bash launch/tpu_host.sh start $args"
 }
 
 status() {
@@ -144,13 +164,36 @@ delete() {
 
 recreate() {
   delete || true
-  request
-  wait_active
-  setup
-  train "$@"
+  request && wait_active && setup && train "$@"
 }
 
-USAGE="usage: launch/tpu_pod.sh request|wait|create|setup|train|status|logs|stop|delete|recreate [trainer flags]"
+# Recreates the slice whenever its queued resource is SUSPENDED (a Spot or preemptible slice was preempted) or FAILED;
+# the new slice's trainer resumes from the checkpoints in WORKDIR. Ends when the queued resource is deleted.
+watch() {
+  require_run_settings
+  local state round=0 errors
+  errors=$(mktemp "${TMPDIR:-/tmp}/multimix_watch.XXXXXX")
+  while true; do
+    round=$((round + 1))
+    if state=$(qr_state 2> "$errors"); then
+      echo "$(date -u +%FT%TZ) $QUEUED_RESOURCE: $state"
+      if [[ $state == SUSPENDED || $state == FAILED ]]; then
+        echo "$(date -u +%FT%TZ) recreating $QUEUED_RESOURCE; the run resumes from $WORKDIR"
+        recreate "$@" || echo "$(date -u +%FT%TZ) recreating failed; next try in $WATCH_INTERVAL s" >&2
+      fi
+    elif grep -q NOT_FOUND "$errors"; then
+      echo "$(date -u +%FT%TZ) $QUEUED_RESOURCE does not exist (deleted): nothing to watch"
+      break
+    else  # gcloud could not answer (network, quota): look again later
+      echo "$(date -u +%FT%TZ) could not read the state of $QUEUED_RESOURCE: $(tr '\n' ' ' < "$errors")" >&2
+    fi
+    if [[ $DRY_RUN == 1 || $round == "$WATCH_ROUNDS" ]]; then break; fi
+    sleep "$WATCH_INTERVAL"
+  done
+  rm -f "$errors"
+}
+
+USAGE="usage: launch/tpu_pod.sh request|wait|create|setup|train|status|logs|stop|delete|recreate|watch [trainer flags]"
 if [[ $# -lt 1 ]]; then
   echo "error: $USAGE" >&2
   exit 2
@@ -160,6 +203,6 @@ shift
 case $COMMAND in
   request | create | setup | status | logs | stop | delete) "$COMMAND" ;;
   wait) wait_active ;;
-  train | recreate) "$COMMAND" "$@" ;;
+  train | recreate | watch) "$COMMAND" "$@" ;;
   *) echo "error: unknown command $COMMAND; $USAGE" >&2; exit 2 ;;
 esac

@@ -63,8 +63,8 @@ _INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout', 300, 'Seconds to 
                                      '(jax.distributed.initialize\'s initialization_timeout).', lower_bound=1)
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     'heartbeat_timeout', 40, 'Seconds after which a silent process counts as lost (jax.distributed.initialize\'s '
-    'heartbeat_timeout_seconds; JAX\'s default is 100). The run stops with a message naming the lost process '
-    'after about a quarter of this.', lower_bound=3)
+    'heartbeat_timeout_seconds; JAX\'s default is 100): JAX then ends the others, and each says which process '
+    'was lost. A host that stalls for less than this keeps the run.', lower_bound=3)
 
 
 def _quiet_orbax(record):
@@ -125,13 +125,13 @@ def main(argv):
   if _COMPILE_FOR.value:
     _compile_for(_CONFIG.value, _COMPILE_FOR.value)
     return
-  watchdog = None
+  relay = None
   if _DISTRIBUTED.value:
     local_device_ids = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None
     try:
-      watchdog = multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, local_device_ids,
-                                      initialization_timeout=_INIT_TIMEOUT.value,
-                                      heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
+      relay = multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, local_device_ids,
+                                   initialization_timeout=_INIT_TIMEOUT.value,
+                                   heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
     except Exception as e:  # pylint: disable=broad-except  (bad arguments; JAX 0.10 aborts on a timeout itself)
       _fail(f'could not join the distributed run: {" ".join(str(e).split())}')
   config = _CONFIG.value
@@ -140,11 +140,12 @@ def main(argv):
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except (train.RunError, data.DatasetNotFoundError) as e:
-    if watchdog:
-      watchdog.stop()
     sys.exit(f'error: {e}')
-  if watchdog:
-    watchdog.stop()
+  except Exception:  # pylint: disable=broad-except  (a collective that failed because another process was lost?)
+    if relay is None:
+      raise
+    relay.await_verdict()
+    sys.exit(1)
 
 
 if __name__ == '__main__':

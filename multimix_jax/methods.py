@@ -47,6 +47,7 @@ def _split(key):
 
 
 LAMBDA_SCOPES = ('global', 'device')  # config.mixup_lambda
+SCOPES = ('device', 'global')  # config.multimix.scope
 
 
 def _pairing_keys(key, mode, lam_scope):
@@ -170,6 +171,93 @@ def alignmixup(forward, images, targets, key, *, alpha, mode, lam_scope, epsilon
 # ---------------------------------------------------------------------------------------------------- builders
 
 
+class HyperparameterError(ValueError):
+  """Hyperparameters a method's builder refuses: `problems` holds one sentence per bad value, naming its key."""
+
+  def __init__(self, problems):
+    self.problems = tuple(dict.fromkeys(problems))  # a key read by two parts of a method is told once
+    super().__init__(' '.join(self.problems))
+
+
+# Each check returns the problems of the keys one part of a method reads; a builder runs the checks of every part
+# it builds before building (`_require`). multimix.m is checked by the trainer: its range depends on the batch.
+
+
+def _smoothing_problems(config):
+  return [] if 0.0 <= config.label_smoothing < 1.0 else [
+      f'label_smoothing={config.label_smoothing} must be in [0, 1).']
+
+
+def _pairwise_problems(config, alpha_key='mixup_alpha', alpha=None):
+  alpha = config.mixup_alpha if alpha is None else alpha
+  problems = _smoothing_problems(config)
+  if not alpha > 0:
+    problems.append(f'{alpha_key}={alpha} must be > 0.')
+  if config.mixup_mode not in interpolation.MIXUP_MODES:
+    problems.append(f'mixup_mode={config.mixup_mode!r} must be one of {interpolation.MIXUP_MODES}.')
+  if config.mixup_lambda not in LAMBDA_SCOPES:
+    problems.append(f'mixup_lambda={config.mixup_lambda!r} must be one of {LAMBDA_SCOPES}.')
+  return problems
+
+
+def _multimix_problems(config):
+  mm = config.multimix
+  problems = _smoothing_problems(config)
+  if not mm.n >= 1:
+    problems.append(f'multimix.n={mm.n} must be >= 1.')
+  if not mm.alpha > 0:
+    problems.append(f'multimix.alpha={mm.alpha} must be > 0.')
+  if mm.alpha_range is not None and not (len(mm.alpha_range) == 2 and 0 < mm.alpha_range[0] <= mm.alpha_range[1]):
+    problems.append(f'multimix.alpha_range={mm.alpha_range} must be (lo, hi) with 0 < lo <= hi.')
+  if mm.scope not in SCOPES:
+    problems.append(f'multimix.scope={mm.scope!r} must be one of {SCOPES}.')
+  return problems
+
+
+def _dense_multimix_problems(config):
+  mm = config.multimix
+  problems = _multimix_problems(config)
+  if mm.confidence not in interpolation.CONFIDENCE_KINDS:
+    problems.append(f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
+  if not mm.chunk_size >= -1:
+    problems.append(f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
+  return problems
+
+
+def _alternative_problems(config):
+  """multimix.prob and the alternative's own keys, for the methods that alternate with it."""
+  mm = config.multimix
+  problems = [] if 0.0 <= mm.prob <= 1.0 else [f'multimix.prob={mm.prob} must be in [0, 1].']
+  if mm.alternative not in ALTERNATIVES:
+    problems.append(f'multimix.alternative={mm.alternative!r} must be one of {sorted(ALTERNATIVES)}.')
+  elif mm.alternative == 'input_mixup':
+    problems += _pairwise_problems(config)
+  else:
+    problems += _smoothing_problems(config)
+  return problems
+
+
+def _alignmixup_problems(config):
+  al = config.alignmixup
+  problems = _pairwise_problems(config, 'alignmixup.alpha', al.alpha)
+  if not 0.0 <= al.prob <= 1.0:
+    problems.append(f'alignmixup.prob={al.prob} must be in [0, 1].')
+  if not al.epsilon > 0:
+    problems.append(f'alignmixup.epsilon={al.epsilon} must be > 0 (the entropic regularisation).')
+  if not (isinstance(al.max_iterations, int) and al.max_iterations >= 1):
+    problems.append(f'alignmixup.max_iterations={al.max_iterations!r} must be an int >= 1.')
+  if not al.threshold >= 0:
+    problems.append(f'alignmixup.threshold={al.threshold} must be >= 0 (0: always max_iterations).')
+  return problems
+
+
+def _require(config, *checks):
+  """Raises HyperparameterError listing every problem the checks find in `config`."""
+  problems = [problem for check in checks for problem in check(config)]
+  if problems:
+    raise HyperparameterError(problems)
+
+
 def _pairwise_args(config):
   return dict(alpha=config.mixup_alpha, mode=config.mixup_mode, lam_scope=config.mixup_lambda,
               label_smoothing=config.label_smoothing)
@@ -192,9 +280,46 @@ def _with_alternative(loss_fn, config):
   return _coin_flip(config.multimix.prob, loss_fn, ALTERNATIVES[config.multimix.alternative](config))
 
 
+def _erm(config):
+  _require(config, _smoothing_problems)
+  return [Branch(1.0, ALTERNATIVES['erm'](config))]
+
+
+def _input_mixup(config):
+  _require(config, _pairwise_problems)
+  return [Branch(1.0, ALTERNATIVES['input_mixup'](config))]
+
+
+def _cutmix(config):
+  _require(config, _pairwise_problems)
+  return [Branch(1.0, functools.partial(cutmix, **_pairwise_args(config)))]
+
+
+def _manifold_mixup(config):
+  _require(config, _pairwise_problems)
+  return [Branch(1 / 3, functools.partial(manifold_mixup, stage=k, **_pairwise_args(config))) for k in range(3)]
+
+
+def _multimix(config):
+  _require(config, _multimix_problems, _alternative_problems)
+  return _with_alternative(functools.partial(multimix, **_multimix_args(config)), config)
+
+
+def _dense_multimix(config):
+  _require(config, _dense_multimix_problems, _alternative_problems)
+  return _with_alternative(functools.partial(dense_multimix, confidence=config.multimix.confidence,
+                                             chunk_size=config.multimix.chunk_size, **_multimix_args(config)), config)
+
+
+def _erm_or_input_mixup(config):
+  _require(config, _alternative_problems)
+  return _with_alternative(ALTERNATIVES['erm'](config), config)
+
+
 def _alignmixup(config):
   """The authors' protocol: per mini-batch, a fair coin (alignmixup.prob) between the aligned mix at the last
   feature map and input mixup, both with λ ~ Beta(alignmixup.alpha, alignmixup.alpha)."""
+  _require(config, _alignmixup_problems)
   al = config.alignmixup
   pairwise = dict(alpha=float(al.alpha), mode=config.mixup_mode, lam_scope=config.mixup_lambda,
                   label_smoothing=config.label_smoothing)
@@ -208,17 +333,15 @@ ALTERNATIVES: dict[str, Callable[[ml_collections.ConfigDict], Callable[..., Any]
     'erm': lambda config: functools.partial(erm, label_smoothing=config.label_smoothing),
 }
 
+# Each builder refuses bad values of the keys it reads with a HyperparameterError (the trainer's `error:` line).
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], list[Branch]]] = {
-    'erm': lambda config: [Branch(1.0, ALTERNATIVES['erm'](config))],
-    'input_mixup': lambda config: [Branch(1.0, ALTERNATIVES['input_mixup'](config))],
-    'cutmix': lambda config: [Branch(1.0, functools.partial(cutmix, **_pairwise_args(config)))],
-    'manifold_mixup': lambda config: [
-        Branch(1 / 3, functools.partial(manifold_mixup, stage=k, **_pairwise_args(config))) for k in range(3)],
-    'multimix': lambda config: _with_alternative(functools.partial(multimix, **_multimix_args(config)), config),
-    'dense_multimix': lambda config: _with_alternative(
-        functools.partial(dense_multimix, confidence=config.multimix.confidence,
-                          chunk_size=config.multimix.chunk_size, **_multimix_args(config)), config),
+    'erm': _erm,
+    'input_mixup': _input_mixup,
+    'cutmix': _cutmix,
+    'manifold_mixup': _manifold_mixup,
+    'multimix': _multimix,
+    'dense_multimix': _dense_multimix,
     # The control: MultiMix's branch replaced by ERM, to tell MultiMix's effect from the coin flip's.
-    'erm_or_input_mixup': lambda config: _with_alternative(ALTERNATIVES['erm'](config), config),
+    'erm_or_input_mixup': _erm_or_input_mixup,
     'alignmixup': _alignmixup,
 }

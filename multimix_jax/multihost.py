@@ -1,102 +1,105 @@
-"""Joining a multi-host run, and ending it with a clear message when a host is lost.
+"""Joining a multi-host run, and ending it with a line that names a lost process.
 
-`initialize` calls `jax.distributed.initialize` with its documented arguments and starts a watchdog thread. JAX's
-own heartbeat ends every process when one stops answering, but with a C++ abort and a page of stack traces;
-the watchdog notices first (after a quarter of the heartbeat timeout without a sign of life; JAX's service acts
-after between half and all of it), prints one line naming the lost process, and exits with status 1. Each process
-writes a counter to the coordination service's key-value store every second, and 'done' when it ends normally;
-process 0 watches every counter and publishes a lost process for the others to read. When process 0 itself dies, the others' JAX clients lose the coordination service it ran
-and abort at once, usually before the watchdog's next look; the watchdog reports it when it gets there first.
+`initialize` calls `jax.distributed.initialize` with its documented arguments. JAX watches the processes itself:
+each sends heartbeats to the coordination service (in process 0) from C++ threads that need no Python lock, the
+service declares a process lost when it has heard nothing from it for `heartbeat_timeout` seconds, and every other
+process then aborts; when process 0 itself is lost, the others lose the service and abort at once. A host that
+stalls for less than the timeout (a long compile, a slow filesystem, a dropped RPC) keeps the run.
+
+JAX's abort is a page of C++ log lines and stack traces. `initialize` therefore routes this process's stderr through
+a small relay process (multimix_jax/lost_host.py) that passes everything on and, when JAX aborted the process, adds
+one line naming the lost process:
+
+    error: process 1 of 2 was lost (...); this process (0) stops too. Rerun the same command on every host ...
+
+No private JAX module is used: jax 0.10's public `jax.distributed` offers initialize, is_initialized and shutdown,
+and nothing that reaches the coordination service's key-value store. Where the relay cannot start, a warning says so
+and JAX's own abort message stands alone.
 """
 
+import atexit
+import importlib.metadata
+import importlib.util
 import os
+import subprocess
 import sys
-import threading
 import time
+import traceback
 
 import jax
+from absl import logging
 
-_PREFIX = 'multimix_jax/alive/'
-_LOST_KEY = 'multimix_jax/lost'
+from multimix_jax import lost_host
 
 
 def initialize(coordinator_address=None, num_processes=None, process_id=None, local_device_ids=None, *,
                initialization_timeout=300, heartbeat_timeout=40):
-  """jax.distributed.initialize, then the watchdog; returns it (call `.stop()` before a normal exit)."""
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
+  """jax.distributed.initialize, then the relay of stderr; returns the relay (None where it could not start)."""
+  if _cpu_only():
+    # The CPU backend's collectives across processes (JAX has none there by default); TPU and GPU use their own.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address, num_processes, process_id, local_device_ids,
                              initialization_timeout=initialization_timeout,
                              heartbeat_timeout_seconds=heartbeat_timeout)
-  watchdog = Watchdog(lost_after=max(3.0, heartbeat_timeout / 4))
-  watchdog.start()
-  return watchdog
+  return Relay.start(jax.process_index(), jax.process_count(), heartbeat_timeout)
 
 
-def _client():
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return distributed.global_state.client  # the client Orbax also uses for its barriers
+def _cpu_only():
+  """Whether this process will compute on its CPU: JAX_PLATFORMS says so, or no accelerator plugin is installed."""
+  platforms = jax.config.jax_platforms
+  if platforms:
+    return set(platforms.split(',')) <= {'cpu'}
+  return (importlib.util.find_spec('libtpu') is None and importlib.util.find_spec('jax_plugins') is None
+          and not importlib.metadata.entry_points(group='jax_plugins'))
 
 
-def _lost(process, why):
-  sys.stderr.write(f'error: process {process} of {jax.process_count()} was lost ({why}); this process '
-                   f'({jax.process_index()}) stops too. Rerun the same command on every host to resume from the '
-                   'last checkpoint.\n')
-  sys.stderr.flush()
-  os._exit(1)  # pylint: disable=protected-access  (the main thread may be blocked in a collective)
+class Relay:
+  """This process's stderr, passed through multimix_jax/lost_host.py (a child process), which names a lost process
+  when JAX aborts this one."""
 
+  def __init__(self, child, saved_stderr, heartbeat_timeout):
+    self.child, self._saved_stderr, self.heartbeat_timeout = child, saved_stderr, heartbeat_timeout
 
-class Watchdog(threading.Thread):
-  """Ends this process, with one `error:` line, when another process of the run stops answering."""
-
-  def __init__(self, lost_after, interval=1.0):
-    super().__init__(name='multimix_jax-watchdog', daemon=True)
-    self.lost_after, self.interval = lost_after, interval
-    self._stopping = threading.Event()
+  @classmethod
+  def start(cls, process, count, heartbeat_timeout):
+    try:
+      read_end, write_end = os.pipe()
+      child = subprocess.Popen([sys.executable, '-I', lost_host.__file__, str(process), str(count)], stdin=read_end,
+                               stdout=2, start_new_session=True)  # Ctrl-C and Jupyter's interrupt are not its own
+      os.close(read_end)
+      sys.stderr.flush()
+      saved_stderr = os.dup(2)
+      os.dup2(write_end, 2)  # C++ logs and Python's sys.stderr alike
+      os.close(write_end)
+    except OSError as e:
+      logging.warning('Could not start the relay that names a lost process (%s); a lost process ends this one with '
+                      "JAX's own message.", e)
+      return None
+    relay = cls(child, saved_stderr, heartbeat_timeout)
+    atexit.register(relay.stop)
+    return relay
 
   def stop(self):
-    """Ends the watchdog and tells process 0 that this process finished (it may wait for the others)."""
-    self._stopping.set()
-    self.join(timeout=10)  # its last counter must not overwrite 'done'
+    """Gives stderr back to this process and waits for the relay to write all it received (a normal exit)."""
+    if self._saved_stderr is None:
+      return
+    sys.stderr.flush()
+    os.dup2(self._saved_stderr, 2)  # the relay reads to the end: everything written so far is in the log
+    os.close(self._saved_stderr)
+    self._saved_stderr = None
     try:
-      _client().key_value_set(f'{_PREFIX}{jax.process_index()}', 'done', allow_overwrite=True)
-    except Exception:  # pylint: disable=broad-except  (the service may be gone already)
+      self.child.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # a child of the trainer still holds the old stderr: leave the relay to it
       pass
 
-  def run(self):
-    client, me, count = _client(), jax.process_index(), jax.process_count()
-    last_seen = {p: (None, time.monotonic()) for p in range(count) if p != me}
-    beat = 0
-    while not self._stopping.wait(self.interval):
-      beat += 1
-      try:
-        client.key_value_set(f'{_PREFIX}{me}', str(beat), allow_overwrite=True)
-        lost = client.key_value_try_get(_LOST_KEY) if me else None
-      except Exception as e:  # pylint: disable=broad-except
-        if not lost_is_missing(e):
-          if self._stopping.is_set():
-            return
-          _lost(0, f'the coordination service it runs is unreachable: {str(e).splitlines()[0]}')
-        lost = None
-      if lost is not None and not self._stopping.is_set():
-        _lost(int(lost), 'process 0 saw it stop answering')
-      if me == 0:
-        try:
-          beats = dict(client.key_value_dir_get(_PREFIX))
-        except Exception:  # pylint: disable=broad-except
-          continue
-        now = time.monotonic()
-        for p, (value, since) in last_seen.items():
-          current = beats.get(f'{_PREFIX}{p}')
-          if current == 'done':
-            continue
-          if current != value:
-            last_seen[p] = (current, now)
-          elif now - since > self.lost_after and not self._stopping.is_set():
-            client.key_value_set(_LOST_KEY, str(p), allow_overwrite=True)
-            time.sleep(2 * self.interval)  # the others read the key before the service goes with this process
-            _lost(p, f'no sign of life for {now - since:.0f} s')
+  def await_verdict(self):
+    """After an error in this process: prints it, then waits for JAX to say whether another process was lost.
 
-
-def lost_is_missing(error):
-  """key_value_try_get raises NOT_FOUND while no process is reported lost."""
-  return 'NOT_FOUND' in str(error)
+    On a CPU a lost peer fails the next collective at once; JAX's verdict (its abort, which the relay turns into a
+    line naming the lost process) comes up to the heartbeat timeout later. Returns if JAX does not abort by then:
+    the error was this process's own."""
+    traceback.print_exc()
+    wait = self.heartbeat_timeout + 5
+    sys.stderr.write(f'Waiting up to {wait} s for JAX to report whether another process of the run was lost.\n')
+    sys.stderr.flush()
+    time.sleep(wait)

@@ -100,6 +100,13 @@ def create_train_state(key, model, tx, image_shape):
   return init(key)
 
 
+def _to_varying(tree):
+  """`lax.pcast(..., to='varying')`; JAX releases before it (0.7, Colab's today) spell it `lax.pvary`."""
+  if hasattr(jax.lax, 'pcast'):
+    return jax.lax.pcast(tree, AXIS, to='varying')
+  return jax.lax.pvary(tree, AXIS)
+
+
 def train_step(state, batch, key, *, model, tx, loss_fn):
   """One SGD step on this device's batch; gradients and BatchNorm statistics are averaged over devices.
 
@@ -130,7 +137,7 @@ def train_step(state, batch, key, *, model, tx, loss_fn):
 
   # Parameters enter the step replicated; made device-varying, their gradient is this device's own (shard_map
   # would otherwise sum it over devices), so the mean below is right under shard_map and pmap alike.
-  params = jax.lax.pcast(state.params, AXIS, to='varying')
+  params = _to_varying(state.params)
   (loss, (logits, logit_targets, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
   grads = jax.lax.pmean(grads, AXIS)
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -1,7 +1,8 @@
 """Training and evaluation: TFDS batches -> global arrays -> train_step(state, batch, key) -> metrics.
 
 `train_and_evaluate(config, workdir)` checks the config and the workdir before any work, resumes from the latest
-checkpoint in the workdir, saves periodically, at the end and on SIGTERM (preemption), writes TensorBoard events
+checkpoint in the workdir, saves periodically, at the end, on SIGTERM (preemption) and on a first SIGINT (an
+interrupt), writes TensorBoard events, the same scalars as JSON lines (`scalars.jsonl`, readable without TensorFlow)
 and, at the end, `summary.json`.
 """
 
@@ -25,18 +26,10 @@ from jax.experimental import multihost_utils
 
 from multimix_jax import configs
 from multimix_jax import data
-from multimix_jax import interpolation
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
 from multimix_jax.models import vit
-
-# Keys that may change when a run is resumed from its workdir; any other difference is a different run.
-RESUMABLE_KEYS = frozenset({
-    'data_dir', 'num_epochs', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
-    'checkpoint_every_steps', 'keep_checkpoints', 'profile'
-})
-
 
 class RunError(Exception):
   """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
@@ -80,23 +73,15 @@ def validate_config(config, num_devices, num_processes=1):
   need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
        f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
        f'(batch_size={config.batch_size} over {num_devices} devices).')
-  need(mm.n >= 1, f'multimix.n={mm.n} must be >= 1.')
-  need(mm.alpha > 0, f'multimix.alpha={mm.alpha} must be > 0.')
-  if mm.alpha_range is not None:
-    need(len(mm.alpha_range) == 2 and 0 < mm.alpha_range[0] <= mm.alpha_range[1],
-         f'multimix.alpha_range={mm.alpha_range} must be (lo, hi) with 0 < lo <= hi.')
-  need(0.0 <= mm.prob <= 1.0, f'multimix.prob={mm.prob} must be in [0, 1].')
-  need(mm.alternative in methods.ALTERNATIVES,
-       f'multimix.alternative={mm.alternative!r} must be one of {sorted(methods.ALTERNATIVES)}.')
-  need(mm.scope in ('device', 'global'), f"multimix.scope={mm.scope!r} must be 'device' or 'global'.")
-  need(mm.confidence in interpolation.CONFIDENCE_KINDS,
-       f'multimix.confidence={mm.confidence!r} must be one of {interpolation.CONFIDENCE_KINDS}.')
+  if config.method in methods.METHODS:  # each method checks the hyperparameters it reads
+    try:
+      methods.METHODS[config.method](config)
+    except methods.HyperparameterError as e:
+      problems.extend(e.problems)
   if mm.confidence == 'attention' and config.model in models.MODELS:
     need(getattr(models.MODELS[config.model], 'sows_attention', False),
          f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
          f"model={config.model!r} does not: choose another confidence.")
-  need(mm.chunk_size >= -1, f'multimix.chunk_size={mm.chunk_size} must be -1 (automatic), 0 (no chunks) or positive.')
-  need(config.mixup_alpha > 0, f'mixup_alpha={config.mixup_alpha} must be > 0.')
   aug = config.augment
   need(aug.resize in data.RESIZE_METHODS, f'augment.resize={aug.resize!r} must be one of {data.RESIZE_METHODS}.')
   for name in ('color_jitter', 'lighting_std'):
@@ -119,18 +104,6 @@ def validate_config(config, num_devices, num_processes=1):
     need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,
          f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
          f"leave them at 'tokens' and 0.")
-  al = config.alignmixup
-  need(al.alpha > 0, f'alignmixup.alpha={al.alpha} must be > 0.')
-  need(0.0 <= al.prob <= 1.0, f'alignmixup.prob={al.prob} must be in [0, 1].')
-  need(al.epsilon > 0, f'alignmixup.epsilon={al.epsilon} must be > 0 (the entropic regularisation).')
-  need(isinstance(al.max_iterations, int) and al.max_iterations >= 1,
-       f'alignmixup.max_iterations={al.max_iterations!r} must be an int >= 1.')
-  need(al.threshold >= 0, f'alignmixup.threshold={al.threshold} must be >= 0 (0: always max_iterations).')
-  need(config.mixup_lambda in methods.LAMBDA_SCOPES,
-       f'mixup_lambda={config.mixup_lambda!r} must be one of {methods.LAMBDA_SCOPES}.')
-  need(config.mixup_mode in interpolation.MIXUP_MODES,
-       f'mixup_mode={config.mixup_mode!r} must be one of {interpolation.MIXUP_MODES}.')
-  need(0.0 <= config.label_smoothing < 1.0, f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
   need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
   if num_processes > 1:
@@ -143,7 +116,7 @@ def validate_config(config, num_devices, num_processes=1):
 def _config_differences(saved, config):
   saved, current = configs.flatten(saved), configs.flatten(config.to_dict())
   keys = sorted(k for k in saved.keys() | current.keys()
-                if k not in RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
+                if k not in configs.RESUMABLE_KEYS and _comparable(saved.get(k)) != _comparable(current.get(k)))
   return [f'{k}: {saved.get(k)!r} in the workdir, {current.get(k)!r} now' for k in keys]
 
 
@@ -197,30 +170,58 @@ def check_shared_workdir(workdir, attempts=3):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to save and stop after the current step (all processes at the same step)."""
+  """Turns SIGTERM (preemption) and a first SIGINT (Ctrl-C, a notebook's interrupt) into a request to save and stop
+  after the current step (all processes at the same step). A second SIGINT raises KeyboardInterrupt at once."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = None  # the name of the signal that asked to stop
+    self._previous = {}
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint after this step, then stopping.')
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested == 'SIGINT':
+      raise KeyboardInterrupt  # the second interrupt: stop now, without waiting for the step
+    name = signal.Signals(signum).name
+    logging.warning('%s received: saving a checkpoint after this step, then stopping%s.', name,
+                    ' (interrupt again to stop at once, without saving)' if name == 'SIGINT' else '')
+    self.requested = self.requested or name
 
   def reached(self, step):
     if jax.process_count() > 1:  # jax.distributed's preemption service syncs every process on one step
       return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
+    return self.requested is not None
+
+
+class _ScalarsFile:
+  """A clu metric writer that also appends each `write_scalars` call to `path` as one JSON line
+  `{"step": 120, "train_loss": 1.93, ...}` (the names TensorBoard gets), so that notebooks and the analysis read the
+  curves without TensorFlow. A resumed run appends again from its checkpoint: a step may repeat (the last counts).
+  Process 0 writes it (`path` None elsewhere); every other method is the wrapped writer's."""
+
+  def __init__(self, writer, path):
+    self._writer = writer
+    self._path = path
+
+  def write_scalars(self, step, scalars):
+    self._writer.write_scalars(step, scalars)
+    if self._path is not None:
+      line = json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
+      with self._path.open('a') as f:
+        f.write(line + '\n')
+
+  def __getattr__(self, name):
+    return getattr(self._writer, name)
 
 
 def _write_json(path, obj):
@@ -318,7 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_steps = [dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn) for branch in schedule]
   eval_step = dp.eval_step(model=model)
 
-  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+  writer = _ScalarsFile(metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0),
+                        workdir / 'scalars.jsonl' if jax.process_index() == 0 else None)
   if start_step == 0:
     writer.write_hparams(configs.flatten(config.to_dict()))
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
@@ -365,7 +367,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           checkpoints.save(step, args=ocp.args.StandardSave(dp.get_state(state)))
           last_saved = step
         if preempted:
-          logging.warning('Preempted: checkpoint saved at step %d; rerun the same command to resume.', step)
+          logging.warning('%s: checkpoint saved at step %d; rerun the same command to resume.',
+                          'Interrupted' if preemption.requested == 'SIGINT' else 'Preempted', step)
           break
   finally:  # a save still in flight completes, also when the run stops on an error
     checkpoints.wait_until_finished()

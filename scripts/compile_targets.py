@@ -11,7 +11,6 @@ Compiling for a TPU on a CPU is slow (minutes per ResNet-50 step): run it in the
 """
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ import jax
 
 jax.config.update('jax_platforms', 'cpu')
 
+from multimix_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from multimix_jax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 from multimix_jax import targets  # pylint: disable=g-import-not-at-top,wrong-import-position
 from multimix_jax.targets import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -34,7 +34,7 @@ _CORE_KEYS = {'digits': 'digits', 'cifar10': 'cifar', 'cifar100': 'cifar', 'tiny
 
 
 def _load(name):
-  return importlib.import_module(f'multimix_jax.configs.{name}').get_config()
+  return configs.load(name)
 
 
 def compile_pair(config_name, target_name, log):

@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -30,3 +32,16 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+
+
+@pytest.fixture(name='torch')
+def torch_fixture():
+  """PyTorch, for the tests that check our networks against the authors' PyTorch ones (`torch_reference`).
+
+  Skipped where torch is not installed; with MULTIMIX_REQUIRE_TORCH=1 (as CI sets it) a missing torch fails those
+  tests instead, so that the fidelity proof cannot silently drop out of CI.
+  """
+  if os.environ.get('MULTIMIX_REQUIRE_TORCH') == '1':
+    import torch  # pylint: disable=g-import-not-at-top
+    return torch
+  return pytest.importorskip('torch')

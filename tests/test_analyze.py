@@ -4,10 +4,10 @@ The run (30 steps of the digits default over 4 host devices) is trained once for
 """
 
 import functools
-import importlib.util
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,9 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from multimix_jax import analyze
+from multimix_jax import analysis
+from multimix_jax import configs
 from multimix_jax.analysis import attacks
 from multimix_jax.analysis import metrics
+from multimix_jax.analysis import report as report_lib
+from multimix_jax.analysis import runs as runs_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,13 +46,6 @@ def test_ece_is_zero_when_accuracy_equals_confidence_in_every_bin():
   probs = np.array([[0.8, 0.2]] * 10 + [[0.5, 0.5]] * 2)  # 8 of 10 right at 0.8; 1 of 2 at 0.5
   labels = np.array([0] * 8 + [1] * 2 + [0, 1])
   assert metrics.calibration(probs, labels)['ece'] == pytest.approx(0.0, abs=1e-12)
-
-
-def test_accuracy_and_nll_by_hand():
-  logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
-  result = metrics.accuracy_and_nll(logits, np.array([0, 1]))
-  assert result['top1'] == 50.0 and result['top5'] == 100.0
-  assert result['nll'] == pytest.approx(-(np.log(0.7) + np.log(0.3)) / 2)
 
 
 # ------------------------------------------------------------------------------------------ embedding space
@@ -136,18 +132,11 @@ def test_attacks_stay_in_the_eps_ball_and_in_pixel_range():
 # ----------------------------------------------------------------------------------------- a trained run
 
 
-def _load_config():
-  spec = importlib.util.spec_from_file_location('default', os.path.join(REPO, 'configs', 'default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
 
-  config = _load_config()
+  config = configs.load('default')
   config.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.batch_size = 64
   config.num_train_steps = 30
@@ -161,7 +150,7 @@ def run_dir(tmp_path_factory):
   return workdir
 
 
-FAST = analyze.Options(tsne_points=120, tsne_iterations=250, interpolations=30, attack_examples=100)
+FAST = analysis.Options(tsne_points=120, tsne_iterations=250, interpolations=30, attack_examples=100)
 
 
 def _files(directory):
@@ -172,7 +161,7 @@ def _files(directory):
 @pytest.fixture(scope='module')
 def analysed(run_dir):
   before = _files(run_dir)
-  result = analyze.analyze([run_dir], options=FAST)
+  result = analysis.analyze([run_dir], options=FAST)
   return result, before
 
 
@@ -187,6 +176,8 @@ def test_analysis_writes_every_file_and_nothing_else(run_dir, analysed):
   with open(os.path.join(out, 'report.md')) as f:
     report = f.read()
   assert all(f'({name})' in report for name in expected if name.endswith('.png'))
+  assert ('Attacks in pixel units [0, 1], from config.json: FGSM ε = 0.1; PGD ε = 0.1, 10 steps of 0.025 from a '
+          'uniform random start in the ball; on 128 examples') in report
 
 
 def test_accuracy_and_nll_equal_the_trainers_final_evaluation(run_dir, analysed):
@@ -208,28 +199,13 @@ def test_figures_of_the_run_are_in_range(analysed):
   assert 0 <= figures['alignment'] <= 4  # squared distances of unit vectors
   assert -4 * 2 <= figures['uniformity'] <= 0  # log E exp(-2 d²), d² in [0, 4]
   assert 0 < figures['intra_inter_ratio']
-  assert figures['attack_examples'] == 128 and figures['eps'] == analyze.DEFAULT_EPS['digits']  # one batch
+  assert figures['attack_examples'] == 128  # one batch
+  assert figures['attack'] == {**configs.load('default').attack.to_dict(), 'source': 'config.json'}  # the run's own
   # PGD is at least as strong as FGSM at the same eps, and neither is weaker than no attack.
   assert figures['clean_error'] <= figures['fgsm_error'] <= figures['pgd_error']
   curves = figures['curves']
   assert curves['eval_steps'] == [15, 30] and curves['train_steps'] == [5, 10, 15, 20, 25, 30]
   assert len(figures['projection']) and figures['projection']['interpolations'] == 30
-
-
-def test_pmap_gives_the_same_evaluation(run_dir, analysed, tmp_path):
-  copy = tmp_path / 'pmap'
-  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns('analysis'))
-  config = json.loads((copy / 'config.json').read_text())
-  config['parallelism'] = 'pmap'
-  (copy / 'config.json').write_text(json.dumps(config))
-  figures = analyze.analyze([str(copy)], options=analyze.Options(metrics=('accuracy', 'robustness'),
-                                                                 attack_examples=100))['runs'][0]
-  reference = analysed[0]['runs'][0]
-  assert figures['parallelism'] == 'pmap'
-  assert figures['top1'] == reference['top1'] and figures['nll'] == pytest.approx(reference['nll'], rel=1e-6)
-  assert figures['attack_examples'] == 128  # whole batches until 100 examples are covered
-  for key in ('clean_error', 'fgsm_error'):  # FGSM is deterministic; PGD's random start is per device
-    assert figures[key] == reference[key]
 
 
 def test_comparison_groups_seeds_and_writes_its_files(run_dir, tmp_path):
@@ -240,10 +216,12 @@ def test_comparison_groups_seeds_and_writes_its_files(run_dir, tmp_path):
     config = json.loads((copy / 'config.json').read_text())
     config['seed'] = seed
     config['method'] = method or config['method']
+    if seed == 1:  # a config.json written before the attack keys: it gets the shipped digits config's
+      del config['attack']
     (copy / 'config.json').write_text(json.dumps(config))
   out = tmp_path / 'compare'
   workdirs = [str(root / 'multimix' / 'seed0'), str(root / 'multimix' / 'seed1'), str(root / 'erm' / 'seed0')]
-  result = analyze.analyze(workdirs, str(out), analyze.Options(
+  result = analysis.analyze(workdirs, str(out), analysis.Options(
       metrics=('accuracy', 'embedding', 'projection', 'curves'), tsne_points=80, tsne_iterations=250,
       interpolations=10))
   assert _files(out) == {'analysis.json', 'report.md', 'curves.png', 'projections.png'}
@@ -268,11 +246,12 @@ def _copy(run_dir, tmp_path, name='copy'):
   return copy
 
 
-def test_a_workdir_without_checkpoint_stops_with_one_error_line(run_dir, tmp_path):
+@pytest.mark.parametrize('command', ['multimix_jax.analysis', 'multimix_jax.analyze'])  # the command, its alias
+def test_a_workdir_without_checkpoint_stops_with_one_error_line(command, run_dir, tmp_path):
   copy = _copy(run_dir, tmp_path)
   shutil.rmtree(copy / 'checkpoints')
   before = _files(copy)
-  proc = subprocess.run([sys.executable, '-m', 'multimix_jax.analyze', f'--workdir={copy}'], capture_output=True,
+  proc = subprocess.run([sys.executable, '-m', command, f'--workdir={copy}'], capture_output=True,
                         text=True, cwd=REPO, check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode != 0
   assert 'Traceback' not in proc.stderr
@@ -286,18 +265,80 @@ def test_a_checkpoint_of_another_model_is_refused_before_any_work(run_dir, tmp_p
   config = json.loads((copy / 'config.json').read_text())
   (copy / 'config.json').write_text(json.dumps({**config, 'model': 'preact_resnet18', 'image_size': 8}))
   good = _copy(run_dir, tmp_path, 'good')
-  with pytest.raises(analyze.AnalysisError, match='is not a preact_resnet18 of this code'):
-    analyze.analyze([str(good), str(copy)], str(tmp_path / 'out'))
+  with pytest.raises(analysis.AnalysisError, match='is not a preact_resnet18 of this code'):
+    analysis.analyze([str(good), str(copy)], str(tmp_path / 'out'))
   (copy / 'config.json').write_text(json.dumps({**config, 'model': 'no_such_model'}))
-  with pytest.raises(analyze.AnalysisError, match='is not a model of this code'):
-    analyze.analyze([str(copy)])
+  with pytest.raises(analysis.AnalysisError, match='is not a model of this code'):
+    analysis.analyze([str(copy)])
   assert not (tmp_path / 'out').exists() and not (good / 'analysis').exists()  # nothing written for the good run
 
 
 def test_bad_requests_are_refused(run_dir, tmp_path):
-  with pytest.raises(analyze.AnalysisError, match="unknown metric 'sharpness'"):
-    analyze.analyze([run_dir], options=analyze.Options(metrics=('accuracy', 'sharpness')))
-  with pytest.raises(analyze.AnalysisError, match='give --out'):
-    analyze.analyze([run_dir, run_dir])
-  with pytest.raises(analyze.AnalysisError, match='holds no multimix_jax run'):
-    analyze.analyze([str(tmp_path)])
+  with pytest.raises(analysis.AnalysisError, match="unknown metric 'sharpness'"):
+    analysis.analyze([run_dir], options=analysis.Options(metrics=('accuracy', 'sharpness')))
+  with pytest.raises(analysis.AnalysisError, match='give --out'):
+    analysis.analyze([run_dir, run_dir])
+  with pytest.raises(analysis.AnalysisError, match='holds no multimix_jax run'):
+    analysis.analyze([str(tmp_path)])
+  with pytest.raises(analysis.AnalysisError, match=re.escape('attack.pgd_steps=0 must be an int >= 1 (--pgd_steps)')):
+    analysis.analyze([run_dir], options=analysis.Options(pgd_steps=0))
+  with pytest.raises(analysis.AnalysisError, match=re.escape('attack.fgsm_eps=2.0 must be in (0, 1]')):
+    analysis.analyze([run_dir], options=analysis.Options(fgsm_eps=2.0))
+
+
+# ------------------------------------------------------------------------------------------- run files
+
+
+def test_train_loss_is_read_from_scalars_jsonl_without_tensorboard(tmp_path, monkeypatch):
+  lines = [{'step': 5, 'train_loss': 2.0, 'train_accuracy': 10.0}, {'step': 10, 'train_loss': 1.5},
+           {'step': 10, 'eval_accuracy': 50.0},  # no train loss at this record
+           {'step': 10, 'train_loss': 1.25},  # a resumed run logs step 10 again: the last value is kept
+           {'step': 15, 'train_loss': 1.0}]
+  (tmp_path / 'scalars.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines) + '{"step": 20, "tr')
+  (tmp_path / 'events.out.tfevents.0.host').write_bytes(b'')  # present, but scalars.jsonl comes first
+  monkeypatch.setitem(sys.modules, 'tensorboard', None)  # any import of tensorboard now fails
+  steps, values, source = runs_lib.train_scalar(str(tmp_path), 'train_loss')
+  assert source == 'scalars.jsonl' and steps.tolist() == [5, 10, 15] and values.tolist() == [2.0, 1.25, 1.0]
+  (tmp_path / 'scalars.jsonl').write_text('{"step": 1, "train_loss": 1.0}\nnot json\n{"step": 2}\n')
+  with pytest.raises(analysis.AnalysisError, match='scalars.jsonl, line 2: not JSON'):  # only the last may be cut
+    runs_lib.train_scalar(str(tmp_path), 'train_loss')
+
+
+def test_train_loss_falls_back_to_the_tensorboard_events(tmp_path):
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
+  writer = metric_writers.create_default_writer(str(tmp_path))  # as the trainer writes them
+  for step, loss in ((5, 2.0), (10, 1.5), (10, 1.25), (15, 1.0)):
+    writer.write_scalars(step, {'train_loss': loss, 'train_accuracy': 3.0})
+  writer.close()
+  steps, values, source = runs_lib.train_scalar(str(tmp_path), 'train_loss')
+  assert source == 'tensorboard' and steps.tolist() == [5, 10, 15] and values.tolist() == [2.0, 1.25, 1.0]
+  steps, values, source = runs_lib.train_scalar(str(tmp_path), 'eval_loss')  # a name never logged
+  assert source == 'tensorboard' and steps.size == values.size == 0
+  (tmp_path / 'empty').mkdir()
+  steps, values, source = runs_lib.train_scalar(str(tmp_path / 'empty'), 'train_loss')
+  assert source is None and steps.size == values.size == 0
+
+
+def test_runs_are_seeds_of_one_config_unless_training_or_the_attacks_differ():
+  base = configs.load('default')
+
+  def run(**overrides):
+    config = base.copy_and_resolve_references()
+    config.update_from_flattened_dict(overrides)
+    return runs_lib.Run(workdir='w', config=config, step=1, label='w', attack_source='config.json')
+
+  runs = [run(), run(seed=1, data_dir='/elsewhere', eval_batch_size=64, keep_checkpoints=1),
+          run(num_train_steps=7), run(**{'attack.pgd_eps': 0.2}), run(seed=2, **{'attack.pgd_eps': 0.2})]
+  assert runs_lib.group_runs(runs) == [[0, 1], [2], [3, 4]]
+
+
+def test_attack_settings_are_printed_in_pixel_units():
+  assert report_lib.pixels(8 / 255) == '8/255 (0.03137)' and report_lib.pixels(0.1) == '0.1'
+  cifar = dict(fgsm_eps=8 / 255, pgd_eps=4 / 255, pgd_steps=10, pgd_step_size=2 / 255, pgd_random_start=True)
+  text = 'FGSM ε = 8/255 (0.03137); PGD ε = 4/255 (0.01569), 10 steps of 2/255 (0.007843) from a uniform random start'
+  assert report_lib.attack_text(cifar).startswith(text)
+  rows = [{'label': 'a', 'attack': cifar}, {'label': 'b', 'attack': cifar}, {'label': 'c'}]
+  assert report_lib.attack_lines(rows) == f'\nAttacks in pixel units [0, 1]: {report_lib.attack_text(cifar)}.\n'
+  rows[1]['attack'] = {**cifar, 'pgd_random_start': False}
+  assert report_lib.attack_lines(rows).count('\n- ') == 2 and 'from the clean image' in report_lib.attack_lines(rows)

@@ -19,6 +19,7 @@ import pytest
 from multimix_jax import benchmark
 from multimix_jax import methods
 from multimix_jax import models
+from multimix_jax.benchmark import attack_timing
 from multimix_jax.benchmark import report
 from multimix_jax.benchmark import timing
 from multimix_jax.benchmark import torch_baseline
@@ -251,6 +252,38 @@ def test_pmap_chunked_dense_compile_only(tmp_path):
   assert json.loads((tmp_path / 'b.json').read_text())['markdown'] == result['markdown']
 
 
+def test_attacks_mode_times_the_analysis_passes_against_the_trainers_eval(tmp_path):
+  options = benchmark.Options(model='small_cnn', batch_size=2, rounds=3, attacks=True, pgd_steps=3,
+                              json=str(tmp_path / 'a.json'))
+  result = benchmark.run(options, log=lambda message: None)
+  (timed,) = result['attacks']
+  assert timed['pgd_steps'] == 3 and timed['setting']['image_shape'] == [8, 8, 1]  # SmallCNN's example_input
+  assert timed['global_batch_size'] == 2 * timed['num_devices'] and result['settings'] == []
+  rounds = timed['seconds_rounds']
+  assert list(rounds) == list(attack_timing.PASSES) and all(len(t) == 3 and min(t) > 0 for t in rounds.values())
+  for name in attack_timing.PASSES:
+    assert timed['seconds'][name] == pytest.approx(float(np.median(rounds[name])))
+    assert timed['compile_and_first_call_s'][name] > 0
+  assert 'trainer_eval' not in timed['ratio_to_trainer_eval']  # no ratio of a pass to itself
+  for name in attack_timing.PASSES[1:]:
+    ratio = timed['ratio_to_trainer_eval'][name]
+    paired = np.array(rounds[name]) / np.array(rounds['trainer_eval'])
+    assert ratio['estimate'] == pytest.approx(float(np.exp(np.mean(np.log(paired)))))
+    assert ratio['ci'][0] <= ratio['estimate'] <= ratio['ci'][1]
+  assert '| PGD-3 |' in result['markdown'] and "| trainer's eval step |" in result['markdown']
+  assert json.loads((tmp_path / 'a.json').read_text())['markdown'] == result['markdown']
+
+
+@pytest.mark.parametrize('options,message', [
+    (dict(attacks=True, model='small_cnn', methods='erm'), 'drop --input, --torch, --peak_memory and --methods'),
+    (dict(attacks=True, model='small_cnn', pgd_steps=0), '--pgd_steps=0 must be >= 1'),
+    (dict(attacks=True, target='v5e-8'), '--target compiles only: drop --input, --attacks'),
+])
+def test_attacks_mode_refuses_what_it_cannot_time(options, message):
+  with pytest.raises(benchmark.BenchmarkError, match=re.escape(message)):
+    benchmark.run(benchmark.Options(json='', **options), log=lambda message: None)
+
+
 def test_bad_command_lines_end_in_one_error_line():
   for args, message in ((['--model=resnet51'], 'flag --model=resnet51: value should be one of'),
                         (['--model=small_cnn', '--methods=erm,mutlimix'], "unknown method 'mutlimix'")):
@@ -260,8 +293,7 @@ def test_bad_command_lines_end_in_one_error_line():
     assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], done.stderr
 
 
-def test_torch_baseline_runs_in_its_own_process_on_the_authors_network():
-  pytest.importorskip('torch')
+def test_torch_baseline_runs_in_its_own_process_on_the_authors_network(torch):  # pylint: disable=unused-argument
   setting = benchmark.Setting('preact_resnet18', 2, (8, 8, 3), 10, 'float32', ('erm',), steps=1, rounds=2, warmup=0,
                               torch=True)
   result = torch_baseline.run_isolated(setting)

@@ -5,7 +5,6 @@ accepts them.
 Networks are only traced (jax.eval_shape); nothing is downloaded.
 """
 
-import importlib.util
 import pathlib
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from multimix_jax import configs
 from multimix_jax.models import create_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -59,11 +59,8 @@ NAMES = ['default', 'digits', *PROTOCOL, *RECIPES]
 
 
 def load(name):
-  """get_config() of configs/<name>.py, loaded by path as ml_collections.config_flags loads it."""
-  spec = importlib.util.spec_from_file_location(f'config_{name}', CONFIGS / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """get_config() of configs/<name>.py (the test below checks that config_flags loads the same from the file)."""
+  return configs.load(name)
 
 
 def key_tree(config):
@@ -119,6 +116,20 @@ def test_authors_protocol(name):
       'multimix', 1000, 0, 0.1, None, 0.5, 'input_mixup', 'device')
   # The pairwise path (input mixup, the baselines) draws lambda ~ Beta(2, 2), one per mini-batch.
   assert (config.mixup_alpha, config.mixup_mode) == (2.0, 'batch')
+  # Robustness (the analysis): FGSM in 8/255, PGD in 4/255 with steps of 2/255 (the papers); 10 steps from a random
+  # start (our choice). A run saved before these keys existed gets its dataset's values from the analysis.
+  from multimix_jax.analysis import settings  # pylint: disable=g-import-not-at-top
+  assert config.attack.to_dict() == dict(fgsm_eps=8 / 255, pgd_eps=4 / 255, pgd_steps=10, pgd_step_size=2 / 255,
+                                         pgd_random_start=True)
+  assert settings.default_attack(dataset).to_dict() == config.attack.to_dict()
+
+
+def test_the_keys_that_may_differ_between_runs_of_one_config_are_config_keys():
+  keys = set(configs.flatten(load('default').to_dict()))
+  assert configs.RESUMABLE_KEYS <= keys and configs.GROUPING_IGNORED_KEYS <= keys
+  assert configs.ATTACK_KEYS == {k for k in keys if k.startswith('attack.')}
+  from multimix_jax.analysis import settings  # pylint: disable=g-import-not-at-top
+  assert settings.default_attack('digits').to_dict() == load('digits').attack.to_dict()
 
 
 @pytest.mark.parametrize('name', PROTOCOL)

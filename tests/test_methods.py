@@ -6,6 +6,7 @@ affine so that every loss can be written down independently.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,39 @@ def test_schedule_is_a_distribution_of_functions_with_plain_hyperparameters(name
     for value in branch.loss_fn.keywords.values():
       assert isinstance(value, (int, float, str, tuple, type(None))), (name, value)
       assert not isinstance(value, ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize('name, overrides, message', [
+    ('erm', {'label_smoothing': 1.0}, 'label_smoothing=1.0 must be in [0, 1).'),
+    ('input_mixup', {'mixup_alpha': 0.0}, 'mixup_alpha=0.0 must be > 0.'),
+    ('cutmix', {'mixup_mode': 'pixel'}, "mixup_mode='pixel' must be one of ('batch', 'pair', 'elem')."),
+    ('manifold_mixup', {'mixup_lambda': 'host'}, "mixup_lambda='host' must be one of ('global', 'device')."),
+    ('multimix', {'multimix.n': 0}, 'multimix.n=0 must be >= 1.'),
+    ('multimix', {'multimix.alpha': -1.0}, 'multimix.alpha=-1.0 must be > 0.'),
+    ('multimix', {'multimix.alpha_range': (0.5, 0.1)}, 'multimix.alpha_range=(0.5, 0.1) must be (lo, hi)'),
+    ('multimix', {'multimix.scope': 'host'}, "multimix.scope='host' must be one of ('device', 'global')."),
+    ('multimix', {'multimix.alternative': 'cutmix'}, "multimix.alternative='cutmix' must be one of ['erm',"),
+    ('multimix', {'mixup_alpha': -1.0}, 'mixup_alpha=-1.0 must be > 0.'),  # its input-mixup branch
+    ('dense_multimix', {'multimix.confidence': 'saliency'}, "multimix.confidence='saliency' must be one of"),
+    ('dense_multimix', {'multimix.chunk_size': -2}, 'multimix.chunk_size=-2 must be -1 (automatic)'),
+    ('erm_or_input_mixup', {'multimix.prob': 1.5}, 'multimix.prob=1.5 must be in [0, 1].'),
+    ('alignmixup', {'alignmixup.alpha': 0.0}, 'alignmixup.alpha=0.0 must be > 0.'),
+    ('alignmixup', {'alignmixup.prob': -0.1}, 'alignmixup.prob=-0.1 must be in [0, 1].'),
+    ('alignmixup', {'alignmixup.epsilon': 0.0}, 'alignmixup.epsilon=0.0 must be > 0'),
+    ('alignmixup', {'alignmixup.max_iterations': 0}, 'alignmixup.max_iterations=0 must be an int >= 1.'),
+    ('alignmixup', {'alignmixup.threshold': -1.0}, 'alignmixup.threshold=-1.0 must be >= 0'),
+])
+def test_builders_refuse_bad_hyperparameters(name, overrides, message):
+  with pytest.raises(methods.HyperparameterError, match=re.escape(message)):
+    methods.METHODS[name](config_with(**overrides))
+
+
+def test_builders_list_every_problem_once_and_ignore_keys_they_do_not_read():
+  config = config_with(**{'label_smoothing': 1.0, 'multimix.alpha': 0.0})
+  with pytest.raises(methods.HyperparameterError) as raised:
+    methods.METHODS['multimix'](config)  # label smoothing is read by MultiMix and by its input-mixup branch
+  assert raised.value.problems == ('label_smoothing=1.0 must be in [0, 1).', 'multimix.alpha=0.0 must be > 0.')
+  assert methods.METHODS['input_mixup'](config_with(**{'multimix.alpha': 0.0}))  # ERM and input mixup read no α
 
 
 def test_multimix_binds_its_hyperparameters_from_the_config():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from multimix_jax.models import MODELS
+from multimix_jax.models import common
 from multimix_jax.models import create_model
 
 # XLA compiles RngBitGenerator much faster than threefry on a CPU; the tests check properties, not values.
@@ -142,6 +143,30 @@ def test_bad_mix_stage_is_rejected():
     traced(model, x, mix_stage=1)
 
 
+@pytest.mark.parametrize('mix_stage, order, expected', [
+    (None, ['stem', 'a1', 'a2', 'b'], 1 + 4),
+    (0, ['mix', 'stem', 'a1', 'a2', 'b'], 1 * 10 + 4),
+    (1, ['stem', 'a1', 'a2', 'mix', 'b'], (1 + 3) * 10 + 1),
+    (2, ['stem', 'a1', 'a2', 'b', 'mix'], (1 + 4) * 10),
+])
+def test_run_stages_mixes_after_the_stage_asked(mix_stage, order, expected):
+  calls = []
+
+  def layer(tag):
+    return lambda h: calls.append((tag, h.dtype)) or h + 1
+
+  mix = lambda h: calls.append(('mix', h.dtype)) or h * 10
+  out = common.run_stages(jnp.ones((2, 3)), [layer('stem')], [[layer('a1'), layer('a2')], [layer('b')]],
+                          dtype=jnp.bfloat16, mix_stage=mix_stage, mix_fn=mix)
+  assert [tag for tag, _ in calls] == order
+  # The input is mixed in its own dtype (float32), everything after it in the compute dtype.
+  assert calls[0][1] == (jnp.float32 if mix_stage == 0 else jnp.bfloat16)
+  assert all(dtype == jnp.bfloat16 for _, dtype in calls[1:])
+  assert out.dtype == jnp.bfloat16 and np.all(np.asarray(out, np.float32) == expected)
+  with pytest.raises(ValueError, match=r'mix_stage must be .*\[0, 2\]'):
+    common.run_stages(jnp.ones((2, 3)), [], [[], []], dtype=jnp.float32, mix_stage=3, mix_fn=mix)
+
+
 def test_batch_norm_momentum_matches_pytorch():
   model, x, variables = initialized('small_cnn', (8, 8, 1), 8)
   _, state = run(model, variables, x + 1.0, train=True, mutable=['batch_stats', 'intermediates'],
@@ -166,6 +191,7 @@ def test_bn_axis_name_syncs_batch_statistics():
 
 def test_registry():
   assert {'small_cnn', 'preact_resnet18', 'wrn16_8', 'resnet50'} <= set(MODELS)
+  assert all(issubclass(cls, common.Model) for cls in MODELS.values())  # the common interface
   with pytest.raises(ValueError, match='preact_resnet18.*resnet50.*small_cnn.*wrn16_8'):
     create_model('resnet18', num_classes=10)
 
@@ -184,7 +210,6 @@ def conv_same(x, kernel):
 
 def test_preact_block_shortcut_is_the_preactivated_input():
   # The authors' PreActBlock: out = relu(bn1(x)); shortcut = self.shortcut(out), the identity when shapes match.
-  from multimix_jax.models import common  # pylint: disable=g-import-not-at-top
   from multimix_jax.models.preact_resnet import PreActBlock  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(0)
   b, size, c = 2, 5, 3
@@ -264,8 +289,7 @@ def random_variables(model, shape, seed=0):
 
 @pytest.mark.parametrize('name, shape', [('preact_resnet18', (32, 32, 3)), ('wrn16_8', (32, 32, 3)),
                                          ('resnet50', (64, 64, 3))])
-def test_forward_matches_the_authors_pytorch_network(name, shape):
-  torch = pytest.importorskip('torch')
+def test_forward_matches_the_authors_pytorch_network(name, shape, torch):
   from multimix_jax import torch_reference  # pylint: disable=g-import-not-at-top
   b = 2
   x = np.random.RandomState(1).randn(b, *shape)

@@ -9,6 +9,7 @@ from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
 from multimix_jax.configs import default
+from multimix_jax.models import vit
 
 
 def default_config():
@@ -17,22 +18,22 @@ def default_config():
   return config
 
 
-def synthetic_batch(b=32, seed=0):
+def synthetic_batch(b=32, seed=0, shape=(8, 8, 1)):
   rng = np.random.default_rng(seed)
-  return {'image': rng.normal(size=(b, 8, 8, 1)).astype(np.float32),
+  return {'image': rng.normal(size=(b, *shape)).astype(np.float32),
           'label': rng.integers(0, 10, b).astype(np.int32)}
 
 
-def run_steps(config, parallelism, loss_fn, num_steps=2, dtype=jnp.float32):
+def run_steps(config, parallelism, loss_fn, num_steps=2, dtype=jnp.float32, model=None, shape=(8, 8, 1)):
   dp = step_lib.DataParallel(parallelism)
-  model = models.create_model('small_cnn', num_classes=10, dtype=dtype,
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+  model = model or models.create_model('small_cnn', num_classes=10, dtype=dtype,
+                                       bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
   tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
-  state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, (8, 8, 1)))
+  state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, shape))
   key = dp.put_state(jax.random.key_data(jax.random.key(1)))
   train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn)
   for i in range(num_steps):
-    state, metrics = train_step(state, dp.put_batch(synthetic_batch(seed=i)), key)
+    state, metrics = train_step(state, dp.put_batch(synthetic_batch(seed=i, shape=shape)), key)
   return dp.get_state(state), dp.metrics(metrics)
 
 
@@ -47,33 +48,44 @@ def distinct_branches():
   return sorted(branches.items())
 
 
-@pytest.mark.parametrize('name,loss_fn', distinct_branches(), ids=[n for n, _ in distinct_branches()])
-def test_shard_map_equals_pmap(name, loss_fn):
-  del name
+def _global_scope_synced_bn():
+  """Dense MultiMix with tuples that span devices (m = 20 > the 8 examples of a device) and synchronised BatchNorm."""
   config = default_config()
-  (a, metrics_a), (b, metrics_b) = (run_steps(config, p, loss_fn) for p in ('shard_map', 'pmap'))
-  assert int(a.step) == 2 and np.isfinite(metrics_a['loss'])
-  np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+  config.multimix.scope, config.multimix.m, config.sync_batch_stats = 'global', 20, True
+  return config, methods.METHODS['dense_multimix'](config)[0].loss_fn, {}
 
 
-def test_global_scope_and_synced_batch_norm_agree_across_wrappers():
+def _vit_attention_adamw():
+  """A bfloat16 ViT with stochastic depth (the step hands it a 'dropout' stream per device) under AdamW, Dense
+  MultiMix weighted by its attention, tuples spanning devices."""
   config = default_config()
-  config.multimix.scope = 'global'
-  config.multimix.m = 20  # tuples span devices: m > the per-device batch of 8
-  config.sync_batch_stats = True
-  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
-  (a, _), (b, _) = (run_steps(config, p, loss_fn) for p in ('shard_map', 'pmap'))
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+  config.optimizer, config.learning_rate, config.weight_decay = 'adamw', 1e-3, 0.05
+  config.weight_decay_kernels_only = True
+  config.multimix.n, config.multimix.confidence, config.multimix.scope, config.multimix.m = 20, 'attention', 'global', 6
+  model = vit.ViT(num_classes=10, dtype=jnp.bfloat16, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32,
+                  drop_path=0.2)
+  return config, methods.METHODS['dense_multimix'](config)[0].loss_fn, {'model': model, 'shape': (12, 12, 3)}
 
 
-def test_dense_loss_in_chunks_inside_the_step_equals_all_at_once():
-  config = default_config()
-  results = []
-  for chunk_size in (0, 16):  # n = 50: three chunks of 16 and a padded one
-    config.multimix.chunk_size = chunk_size
-    results.append(run_steps(config, 'shard_map', methods.METHODS['dense_multimix'](config)[0].loss_fn))
-  (a, metrics_a), (b, metrics_b) = results
+def wrapper_cases():
+  """(config, loss_fn, run_steps keywords): every distinct loss function of the registry on the small CNN, and the
+  two settings whose collectives differ most between the wrappers."""
+  cases = {name: (default_config(), loss_fn, {}) for name, loss_fn in distinct_branches()}
+  cases['dense_multimix-global-synced_bn'] = _global_scope_synced_bn()
+  cases['vit-attention-adamw-global'] = _vit_attention_adamw()
+  return cases
+
+
+WRAPPER_CASES = wrapper_cases()
+
+
+@pytest.mark.parametrize('name', sorted(WRAPPER_CASES))
+def test_shard_map_equals_pmap(name):
+  """The one check that the two data-parallel wrappers run the same step (the trainer, the analysis and the
+  multi-host runs use either through `DataParallel`)."""
+  config, loss_fn, keywords = WRAPPER_CASES[name]
+  (a, metrics_a), (b, metrics_b) = (run_steps(config, p, loss_fn, **keywords) for p in ('shard_map', 'pmap'))
+  assert int(a.step) == 2 and np.isfinite(metrics_a['loss']) and metrics_a['finite'] == 1.0
   np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
 

@@ -356,29 +356,3 @@ def test_vit_and_augment_keys_are_checked_and_reach_the_model():
                                                r"dataset='digits' is not augmented")):
     train.validate_config(config, 1)
 
-
-def test_step_under_shard_map_equals_pmap():
-  """Two AdamW steps of Dense MultiMix with attention confidence and stochastic depth over 4 devices, tuples
-  spanning them."""
-  config = default.get_config()
-  config.optimizer, config.learning_rate, config.weight_decay = 'adamw', 1e-3, 0.05
-  config.weight_decay_kernels_only = True
-  config.multimix.n, config.multimix.confidence, config.multimix.scope, config.multimix.m = 20, 'attention', 'global', 6
-  loss_fn = methods.METHODS['dense_multimix'](config)[0].loss_fn
-  model = tiny_vit(jnp.bfloat16, drop_path=0.2)  # the step gives the model its 'dropout' stream
-  tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
-  results = []
-  for parallelism in ('shard_map', 'pmap'):
-    dp = step_lib.DataParallel(parallelism)
-    state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3)))
-    key = dp.put_state(jax.random.key_data(jax.random.key(1)))
-    train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn)
-    for i in range(2):
-      batch = {'image': np.asarray(images(16, seed=i)), 'label': np.arange(16, dtype=np.int32) % CLASSES}
-      state, metrics = train_step(state, dp.put_batch(batch), key)
-    results.append((dp.get_state(state), dp.metrics(metrics)))
-  (a, metrics_a), (b, metrics_b) = results
-  assert int(a.step) == 2 and np.isfinite(metrics_a['loss']) and metrics_a['finite'] == 1.0
-  np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-5)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a.params, b.params)
-  assert np.abs(a.params['head']['kernel']).max() > 0  # trained away from big_vision's zero head

@@ -17,23 +17,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(-1, keepdims=True)
 
 
-def accuracy_and_nll(logits: np.ndarray, labels: np.ndarray) -> dict:
-  """Top-1 and top-5 accuracy (%) and the mean cross-entropy (nats) of (N, c) logits.
-
-  >>> accuracy_and_nll(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([0, 0]))['top1']
-  50.0
-  """
-  logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
-  k = min(5, logits.shape[-1])
-  top = np.argsort(-logits, axis=-1, kind='stable')[:, :k]
-  hits = top == labels[:, None]
-  z = logits - logits.max(-1, keepdims=True)
-  log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
-  nll = -log_probs[np.arange(len(labels)), labels]
-  return {'top1': 100 * float(hits[:, 0].mean()), 'top5': 100 * float(hits.any(-1).mean()),
-          'nll': float(nll.mean())}
-
-
 def calibration(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS) -> dict:
   """Expected calibration error over `num_bins` equal-width bins of confidence (Guo et al., ICML 2017).
 

@@ -9,6 +9,7 @@ over every device), so it needs neither TensorFlow nor a dataset:
     python -m multimix_jax.benchmark --model=small_cnn --batch_size=128 --methods=erm,multimix_n10000
     python -m multimix_jax.benchmark --input              # the TFDS input pipeline alone (imports TensorFlow)
     python -m multimix_jax.benchmark --target=v5e-8       # compiled for a TPU slice or GPU node, not timed
+    python -m multimix_jax.benchmark --attacks --model=resnet50   # the analysis's FGSM and PGD against an eval step
 
 One module per job:
 
@@ -20,6 +21,8 @@ One module per job:
   compile time and memory; peak memory in a fresh process per method.
 - `torch_baseline`: ERM on the authors' PyTorch networks, in its own process.
 - `input_pipeline`: the `--input` mode.
+- `attack_timing`: the `--attacks` mode: the analysis's evaluation, FGSM and PGD timed against the trainer's eval
+  step on each setting's model and shapes.
 - `compiled`: the `--target` mode: every method compiled for a target by `multimix_jax.targets`, judged on the
   compiler's figures.
 - `report`: ratios to ERM with 95% confidence intervals from the paired rounds, met / missed / undecided verdicts
@@ -29,6 +32,7 @@ One module per job:
 `run(Options(...))` does what the command does and returns the report (a JSON-able dict, its markdown included).
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -77,6 +81,8 @@ def run(options: Options, log=print) -> dict:
   backend = report['environment']['backend']
   if options.target:
     return _run_compiled(options, report, log)
+  if options.attacks:
+    return _run_attacks(options, report, log)
   if options.input:
     from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top  # imports TensorFlow
     datasets = [d.strip() for d in options.input_datasets.split(',') if d.strip()]
@@ -124,12 +130,32 @@ def run(options: Options, log=print) -> dict:
   return report
 
 
+def _run_attacks(options: Options, report: dict, log) -> dict:
+  """--attacks: the analysis's passes timed on every setting (--model, or the preset's models and shapes)."""
+  from multimix_jax.benchmark import attack_timing  # pylint: disable=g-import-not-at-top
+  if options.input or options.torch or options.peak_memory or options.methods is not None:
+    raise BenchmarkError('--attacks times the evaluation and the attacks only: drop --input, --torch, --peak_memory '
+                         'and --methods.')
+  if options.pgd_steps < 1:
+    raise BenchmarkError(f'--pgd_steps={options.pgd_steps} must be >= 1.')
+  settings = [dataclasses.replace(s, torch=False)
+              for s in settings_from_options(options, report['environment']['backend'])]
+  report['attacks'] = [attack_timing.time_setting(s, pgd_steps=options.pgd_steps, parallelism=options.parallelism,
+                                                  log=log) for s in settings]
+  report['targets'] = []
+  report['markdown'] = attack_timing.markdown_report(report['attacks'], report['environment'])
+  if options.json:
+    with open(options.json, 'w') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
 def _run_compiled(options: Options, report: dict, log) -> dict:
   """--target: every method of the settings compiled for the target (default preset: gpu), nothing timed."""
   from multimix_jax import targets  # pylint: disable=g-import-not-at-top
   from multimix_jax.benchmark import compiled  # pylint: disable=g-import-not-at-top
-  if options.input or options.torch or options.peak_memory:
-    raise BenchmarkError('--target compiles only: drop --input, --torch and --peak_memory.')
+  if options.input or options.attacks or options.torch or options.peak_memory:
+    raise BenchmarkError('--target compiles only: drop --input, --attacks, --torch and --peak_memory.')
   try:
     target = targets.resolve(options.target)
   except targets.TargetError as e:

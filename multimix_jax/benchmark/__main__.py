@@ -4,6 +4,7 @@
     python -m multimix_jax.benchmark --model=small_cnn --methods=erm,multimix_n1000 --rounds=20
     python -m multimix_jax.benchmark --model=preact_resnet18 --methods=erm --torch   # JAX against PyTorch
     python -m multimix_jax.benchmark --input              # the TFDS input pipeline alone
+    python -m multimix_jax.benchmark --attacks --model=resnet50   # the analysis's FGSM and PGD against an eval step
 
 Every "× erm" comes with a 95% confidence interval from the paired rounds; targets are met, missed or undecided.
 """

@@ -49,6 +49,9 @@ _TARGET = flags.DEFINE_string(
     "target's compiler (default preset: gpu).")
 _JSON = flags.DEFINE_string('json', 'benchmark.json', "Where to write the results ('' to skip).")
 _INPUT = flags.DEFINE_bool('input', False, 'Benchmark the TFDS input pipeline instead (imports TensorFlow).')
+_ATTACKS = flags.DEFINE_bool('attacks', False, "Time the analysis's robustness passes instead (trainer's eval step, "
+                              'the analysis eval pass, FGSM, PGD) on the settings (--model or a preset).')
+_PGD_STEPS = flags.DEFINE_integer('pgd_steps', 10, 'With --attacks: the PGD steps timed (the shipped configs: 10).')
 _INPUT_DATASETS = flags.DEFINE_string('input_datasets', 'digits,cifar10', 'With --input: datasets, comma-separated.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 200, 'With --input: batches timed.')
 _MOCK_EXAMPLES = flags.DEFINE_integer('mock_examples', 2048, 'With --input: examples of a mocked dataset.')

@@ -84,7 +84,7 @@ def add_ratios(result: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ targets
 
 
-def _interval_text(estimate, interval, spec='.3f'):
+def interval_text(estimate, interval, spec='.3f'):
   text = format(estimate, spec)
   return text if interval is None else f'{text} [{interval[0]:{spec}}, {interval[1]:{spec}}]'
 
@@ -103,7 +103,7 @@ def check_targets(results: list[dict], backend: str) -> list[tuple[str, str, str
         continue
       if row['loss'] in STEP_TARGETS and row['ratio_to_erm'] is not None:
         limit, ci = STEP_TARGETS[row['loss']], row['ratio_to_erm_ci']
-        checks.append((f'{model}: {name} step ≤ {limit} × erm', _interval_text(row['ratio_to_erm'], ci),
+        checks.append((f'{model}: {name} step ≤ {limit} × erm', interval_text(row['ratio_to_erm'], ci),
                        verdict(*(ci or (None, None)), limit)))
       if row['loss'] == 'dense_multimix':
         limit = DENSE_PEAK_MEMORY_TARGET
@@ -121,14 +121,14 @@ def check_targets(results: list[dict], backend: str) -> list[tuple[str, str, str
       per_device = result['global_batch_size'] / result['num_devices']
       step, lower, upper = log_interval(erm['step_s_rounds'])
       ci = None if lower is None else [per_device / upper, per_device / lower]
-      checks.append((f'resnet50 ERM > {limit:,.0f} images/s per GPU', _interval_text(per_device / step, ci, ',.0f'),
+      checks.append((f'resnet50 ERM > {limit:,.0f} images/s per GPU', interval_text(per_device / step, ci, ',.0f'),
                      verdict(*(ci or (None, None)), limit, at_most=False)))
     torch_result = result.get('torch')
     if torch_result and torch_result.get('step_s_rounds') and erm['step_s_rounds']:
       # Per device, JAX runs b images per step as PyTorch does: the speed ratio is PyTorch's step over JAX's.
       estimate, lower, upper = unpaired_ratio(torch_result['step_s_rounds'], erm['step_s_rounds'])
       ci = None if lower is None else [lower, upper]
-      checks.append((f'{model}: JAX ERM speed per device ≥ PyTorch\'s', _interval_text(estimate, ci, '.2f') + ' ×',
+      checks.append((f'{model}: JAX ERM speed per device ≥ PyTorch\'s', interval_text(estimate, ci, '.2f') + ' ×',
                      verdict(lower, upper, 1.0, at_most=False)))
   return checks
 
@@ -165,7 +165,7 @@ def markdown_setting(result: dict, backend: str) -> str:
       lines.append(f"| {row['method']} | {row['timed']} | failed: {row['error'][:200]} | | | | | |")
       continue
     step_ms = None if row['step_s'] is None else 1e3 * row['step_s']
-    ratio = ('—' if row['ratio_to_erm'] is None else _interval_text(row['ratio_to_erm'], row['ratio_to_erm_ci']))
+    ratio = ('—' if row['ratio_to_erm'] is None else interval_text(row['ratio_to_erm'], row['ratio_to_erm_ci']))
     xla = row['xla_memory'] and row['xla_memory']['step_bytes']
     peak = row['peak_memory'] and row['peak_memory'].get('peak_bytes_in_use')
     lines.append(f"| {row['method']} | {row['timed']} | {row['compile_s']:.1f} | {_fmt(step_ms)} | "

@@ -68,6 +68,8 @@ class Options:
   json: str = 'benchmark.json'
   target: str | None = None
   input: bool = False
+  attacks: bool = False
+  pgd_steps: int = 10
   input_datasets: str = 'digits,cifar10'
   input_batches: int = 200
   mock_examples: int = 2048

@@ -38,8 +38,9 @@ def feature_positions(model, image_shape: tuple[int, int, int]) -> int:
   return int(np.prod(features.shape[1:-1]))
 
 
-class Branch(NamedTuple):
-  """One method made ready to time: the loss function of the schedule entry timed, and what it is."""
+class TimedBranch(NamedTuple):
+  """One method made ready to time: the loss function of the schedule entry timed (one `methods.Branch`'s), and
+  what it is."""
   spec: MethodSpec
   loss_fn: Callable[..., Any]
   timed: str  # a description for the table
@@ -56,7 +57,7 @@ def _default_entry(schedule) -> int:
   return candidates[(len(candidates) - 1) // 2]
 
 
-def make_branch(spec: MethodSpec, setting: Setting, *, num_devices: int, r: int, chunk_size: int) -> Branch:
+def make_branch(spec: MethodSpec, setting: Setting, *, num_devices: int, r: int, chunk_size: int) -> TimedBranch:
   """The loss function of `spec` on `setting`, built by `methods.METHODS` from the trainer's default config.
 
   MultiMix-style methods are built with `multimix.prob = 1`, so their MultiMix branch is what is timed (training
@@ -108,7 +109,7 @@ def make_branch(spec: MethodSpec, setting: Setting, *, num_devices: int, r: int,
     parts.append(f'n = {n}')
   if chunk is not None:
     parts.append(f'r = {r}, ' + (f'chunks of {chunk}' if 0 < chunk < n else 'unchunked'))
-  return Branch(spec=spec, loss_fn=loss_fn, timed=', '.join(parts), loss_name=loss_name, n=n, chunk_size=chunk)
+  return TimedBranch(spec=spec, loss_fn=loss_fn, timed=', '.join(parts), loss_name=loss_name, n=n, chunk_size=chunk)
 
 
 def check_setting(setting: Setting, *, chunk_size: int, num_devices: int) -> None:

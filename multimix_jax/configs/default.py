@@ -103,6 +103,18 @@ def get_config():
   config.parallelism = 'shard_map'
   config.sync_batch_stats = False
 
+  # Robustness protocol of the analysis (`python -m multimix_jax.analysis`; training never reads it): FGSM with an
+  # L∞ budget of fgsm_eps and PGD with pgd_eps, pgd_steps steps of pgd_step_size (from a uniform random start in the
+  # ball), all in pixel units [0, 1]. Digits have 17 grey levels (steps of 1/16): 0.1 is about 1.6 of them, the
+  # smallest of the budgets used on MNIST (0.1-0.3); PGD takes 10 steps of a quarter of it. Our choice, as no paper
+  # of the method attacks digits; the CIFAR, TinyImageNet and ImageNet configs follow the papers (cifar10_r18.py).
+  config.attack = ml_collections.ConfigDict()
+  config.attack.fgsm_eps = 0.1
+  config.attack.pgd_eps = 0.1
+  config.attack.pgd_steps = 10
+  config.attack.pgd_step_size = 0.025
+  config.attack.pgd_random_start = True
+
   # Run management.
   config.seed = 0
   config.log_every_steps = 50

@@ -1,23 +1,24 @@
 """The model zoo: the backbones of the paper's experiments, each with a linear head.
 
-Every model is a Linen module `Model(num_classes, dtype=float32, bn_axis_name=None)` called as
-`model.apply(variables, x, train=..., dense=False, mix_stage=None, mix_fn=None)` on images x (b, H, W, C) and
-returning `(features, logits)`: features (b, h, w, d) the last map before global average pooling, in `dtype`;
-float32 logits (b, c) of the pooled features, or (b, h, w, c) with the same head at every position when
-`dense=True`. `mix_stage = k` replaces the hidden state after stage k (0: the input) by `mix_fn` of it
-(manifold mixup). Parameters are float32 whatever `dtype`; `bn_axis_name` syncs BatchNorm statistics.
+Every model is a `common.Model`: `Model(num_classes, dtype=float32, bn_axis_name=None)` applied to images
+(b, H, W, C) returns `(features, logits)`, the last feature map and the float32 logits of its pooled (or, with
+`dense=True`, every) position, and replaces the hidden state after stage `mix_stage` by `mix_fn` of it (manifold
+mixup); `common.Model` states the shapes and dtypes.
+
+A new model is one subclass of `common.Model` (with its `example_input` and `example_classes`; a CNN lists its
+stem and stages and hands them to `common.run_stages`, which applies the mixing) plus one line in `MODELS`.
 """
 
-import flax.linen as nn
 import jax.numpy as jnp
 
+from multimix_jax.models import common
 from multimix_jax.models.preact_resnet import PreActResNet18
 from multimix_jax.models.resnet import ResNet50
 from multimix_jax.models.small_cnn import SmallCNN
 from multimix_jax.models.vit import ViT, ViTB16, ViTCifar, ViTS16, ViTTi16
 from multimix_jax.models.wide_resnet import WRN16_8
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[common.Model]] = {
     'small_cnn': SmallCNN,
     'preact_resnet18': PreActResNet18,
     'wrn16_8': WRN16_8,
@@ -30,7 +31,7 @@ MODELS: dict[str, type[nn.Module]] = {
 
 
 def create_model(name: str, *, num_classes: int, dtype=jnp.float32, bn_axis_name: str | None = None,
-                 **fields) -> nn.Module:
+                 **fields) -> common.Model:
   """The model registered as `name`, with `num_classes` outputs, compute `dtype`, BN `bn_axis_name`, and the
   further `fields` of that model (`config_fields`)."""
   if name not in MODELS:

@@ -1,11 +1,12 @@
-"""What every model shares: PyTorch-default initialisation and BatchNorm, the linear head, the manifold-mixup hook.
+"""What every model shares: its interface (`Model`), PyTorch-default initialisation and BatchNorm, the linear head,
+the stages with the manifold-mixup hook (`run_stages`).
 
 Shapes: x (b, H, W, C) images; features (b, h, w, d) the last map before pooling; logits (b, c) pooled or
 (b, h, w, c) dense.
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -14,6 +15,24 @@ import numpy as np
 
 Array = Any
 ModuleDef = Any
+
+
+class Model(nn.Module):
+  """The interface of every model: `Model(num_classes, dtype=float32, bn_axis_name=None)`, called as
+  `model.apply(variables, x, train=..., dense=False, mix_stage=None, mix_fn=None)` -> (features, logits).
+
+  x (b, H, W, C) images; features (b, h, w, d) the last map before global average pooling, in `dtype`; float32
+  logits (b, c) of the pooled features, or (b, h, w, c) with the same head at every position when `dense=True`.
+  `mix_stage = k` replaces the hidden state after stage k (0: the input) by `mix_fn` of it (see `run_stages`).
+  Parameters are float32 whatever `dtype`; `bn_axis_name` names the device axis BatchNorm statistics are reduced
+  over. A subclass declares the input and classes it is built for, which the benchmark times it at.
+  """
+  example_input: ClassVar[tuple[int, int, int]]  # (H, W, C)
+  example_classes: ClassVar[int]
+  num_classes: int
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+
 
 # PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a = sqrt(5)): U(±1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
@@ -81,3 +100,25 @@ def check_mix(mix_stage: int | None, mix_fn: Callable[[Array], Array] | None, nu
     raise ValueError(f'mix_stage must be None or a Python int in [0, {num_stages}], got {mix_stage!r}.')
   if mix_fn is None:
     raise ValueError(f'mix_stage = {mix_stage} needs a mix_fn.')
+
+
+Layer = Callable[[Array], Array]
+
+
+def run_stages(x: Array, stem: Sequence[Layer], stages: Sequence[Sequence[Layer]], *, dtype: Any,
+               mix_stage: int | None, mix_fn: Callable[[Array], Array] | None) -> Array:
+  """x (b, H, W, C) cast to `dtype`, then the stem's and each stage's layers in order: the last stage's output.
+
+  mix_stage k replaces the hidden state after stage k by mix_fn of it: 0 the input x (before the cast, so in its
+  own dtype), k ≥ 1 the output of stage k (the stem belongs to stage 1). `check_mix` validates it against
+  len(stages) first. The layers are any callables h -> h: Linen submodules, activations, pooling.
+  """
+  check_mix(mix_stage, mix_fn, len(stages))
+  h = mix_fn(x) if mix_stage == 0 else x
+  h = h.astype(dtype)
+  for k, layers in enumerate(stages, 1):
+    for layer in (*stem, *layers) if k == 1 else layers:
+      h = layer(h)
+    if mix_stage == k:
+      h = mix_fn(h)
+  return h

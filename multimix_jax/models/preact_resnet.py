@@ -7,10 +7,9 @@ the PyTorch network it is checked against.
 """
 
 import functools
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from multimix_jax.models import common
 
@@ -42,13 +41,10 @@ class PreActBlock(nn.Module):
     return out + shortcut
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(common.Model):
   """PreActResNet-18; features are the raw output of stage 4: (b, H/8, W/8, 512), 4×4 on 32×32 inputs."""
   example_input: ClassVar[tuple[int, int, int]] = (32, 32, 3)  # (H, W, C) of CIFAR-100
   example_classes: ClassVar[int] = 100
-  num_classes: int
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool, dense: bool = False, mix_stage: int | None = None, mix_fn=None):
@@ -57,17 +53,13 @@ class PreActResNet18(nn.Module):
     mix_stage k in {0, ..., 4} replaces the hidden state after stage k (0: the input image; the stem belongs
     to stage 1) by mix_fn of it.
     """
-    common.check_mix(mix_stage, mix_fn, len(STAGES))
     norm = common.batch_norm(train, self.dtype, self.bn_axis_name)
     # PyTorch's padding (1 for 3×3, 0 for the 1×1 shortcut), no bias, PyTorch's default init.
     conv = functools.partial(nn.Conv, padding=1, use_bias=False, dtype=self.dtype,
                              kernel_init=common.torch_default_init)
-    h = mix_fn(x) if mix_stage == 0 else x
-    h = conv(64, (3, 3), name='stem_conv')(h.astype(self.dtype))
-    h = nn.relu(norm(name='stem_bn')(h))
-    for i, (width, strides) in enumerate(STAGES, 1):
-      for j in range(BLOCKS_PER_STAGE):
-        h = PreActBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')(h)
-      h = mix_fn(h) if mix_stage == i else h
+    stem = (conv(64, (3, 3), name='stem_conv'), norm(name='stem_bn'), nn.relu)
+    stages = [[PreActBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')
+               for j in range(BLOCKS_PER_STAGE)] for i, (width, strides) in enumerate(STAGES, 1)]
+    h = common.run_stages(x, stem, stages, dtype=self.dtype, mix_stage=mix_stage, mix_fn=mix_fn)
     return h, common.classify(common.head(self.num_classes), h, dense)
 

@@ -6,10 +6,9 @@
 """
 
 import functools
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from multimix_jax.models import common
 
@@ -39,13 +38,10 @@ class Bottleneck(nn.Module):
     return nn.relu(out + x)
 
 
-class ResNet50(nn.Module):
+class ResNet50(common.Model):
   """ResNet-50; features are the output of stage 4: (b, H/32, W/32, 2048), 7×7 on 224×224 inputs."""
   example_input: ClassVar[tuple[int, int, int]] = (224, 224, 3)  # (H, W, C) of ImageNet
   example_classes: ClassVar[int] = 1000
-  num_classes: int
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool, dense: bool = False, mix_stage: int | None = None, mix_fn=None):
@@ -54,15 +50,11 @@ class ResNet50(nn.Module):
     mix_stage k in {0, ..., 4} replaces the hidden state after stage k (0: the input image; the stem and
     max-pool belong to stage 1) by mix_fn of it.
     """
-    common.check_mix(mix_stage, mix_fn, len(STAGES))
     norm = common.batch_norm(train, self.dtype, self.bn_axis_name)
     conv = functools.partial(nn.Conv, padding=1, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-    h = mix_fn(x) if mix_stage == 0 else x
-    h = conv(64, (7, 7), 2, padding=3, name='stem_conv')(h.astype(self.dtype))
-    h = nn.relu(norm(name='stem_bn')(h))
-    h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for i, (width, blocks, strides) in enumerate(STAGES, 1):
-      for j in range(blocks):
-        h = Bottleneck(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')(h)
-      h = mix_fn(h) if mix_stage == i else h
+    stem = (conv(64, (7, 7), 2, padding=3, name='stem_conv'), norm(name='stem_bn'), nn.relu,
+            lambda h: nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))))
+    stages = [[Bottleneck(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')
+               for j in range(blocks)] for i, (width, blocks, strides) in enumerate(STAGES, 1)]
+    h = common.run_stages(x, stem, stages, dtype=self.dtype, mix_stage=mix_stage, mix_fn=mix_fn)
     return h, common.classify(common.head(self.num_classes), h, dense)

@@ -138,7 +138,7 @@ class EncoderBlock(nn.Module):
     return x + drop(y), weights
 
 
-class ViT(nn.Module):
+class ViT(common.Model):
   """ViT-S/16 (width 384, depth 12, 6 heads, MLP 1536, 16×16 patches) unless a subclass says otherwise.
 
   `pool_norm`: where the final LayerNorm sits, 'tokens' or 'after_pool' (module docstring). `drop_path`: the
@@ -146,9 +146,6 @@ class ViT(nn.Module):
   'dropout' random stream (`rngs={'dropout': key}`). `bn_axis_name` is accepted for the models' common interface
   and unused: there is no BatchNorm.
   """
-  num_classes: int
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
   patch_size: int = 16
   width: int = 384
   depth: int = 12

@@ -9,10 +9,9 @@ convolution has PyTorch's default initialisation, weights and biases U(±1/sqrt(
 """
 
 import functools
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from multimix_jax.models import common
 
@@ -44,13 +43,10 @@ class WideBlock(nn.Module):
     return out + x
 
 
-class WRN16_8(nn.Module):
+class WRN16_8(common.Model):
   """WRN-16-8; features are the output of the final BN + ReLU: (b, H/4, W/4, 512), 8×8 on 32×32 inputs."""
   example_input: ClassVar[tuple[int, int, int]] = (32, 32, 3)  # (H, W, C) of CIFAR-100
   example_classes: ClassVar[int] = 100
-  num_classes: int
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool, dense: bool = False, mix_stage: int | None = None, mix_fn=None):
@@ -59,17 +55,14 @@ class WRN16_8(nn.Module):
     mix_stage k in {0, 1, 2, 3} replaces the hidden state after stage k (0: the input image; the stem belongs
     to stage 1; 3 is before the final BN) by mix_fn of it.
     """
-    common.check_mix(mix_stage, mix_fn, len(STAGES))
     norm = common.batch_norm(train, self.dtype, self.bn_axis_name)
     # PyTorch's default init; each call binds the bias bound to its fan_in (c_in · kh · kw).
     conv = functools.partial(nn.Conv, padding=1, use_bias=True, dtype=self.dtype,
                              kernel_init=common.torch_default_init)
-    h = mix_fn(x) if mix_stage == 0 else x
-    h = conv(16, (3, 3), name='stem_conv', bias_init=common.torch_bias_init(9 * h.shape[-1]))(h.astype(self.dtype))
-    for i, (width, strides) in enumerate(STAGES, 1):
-      for j in range(BLOCKS_PER_STAGE):
-        h = WideBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')(h)
-      h = mix_fn(h) if mix_stage == i else h
+    stem = (conv(16, (3, 3), name='stem_conv', bias_init=common.torch_bias_init(9 * x.shape[-1])),)
+    stages = [[WideBlock(width, strides if j == 0 else 1, norm, conv, name=f'stage{i}_block{j}')
+               for j in range(BLOCKS_PER_STAGE)] for i, (width, strides) in enumerate(STAGES, 1)]
+    h = common.run_stages(x, stem, stages, dtype=self.dtype, mix_stage=mix_stage, mix_fn=mix_fn)
     final_norm = common.batch_norm_momentum(train, self.dtype, self.bn_axis_name, FINAL_BN_TORCH_MOMENTUM)
     h = nn.relu(final_norm(name='final_bn')(h))
     return h, common.classify(common.head(self.num_classes), h, dense)
