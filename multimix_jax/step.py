@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 AXIS = 'data'
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+_DROPOUT_STREAM = 0x64726F70  # folded into the step's key for the model's 'dropout' stream ('drop')
 
 
 @flax.struct.dataclass
@@ -123,12 +124,14 @@ def train_step(state, batch, key, *, model, tx, loss_fn):
     device).
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(key), state.step)
+  # The model's own randomness (a ViT's stochastic depth): a stream apart from the method's, different per device.
+  dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, _DROPOUT_STREAM), jax.lax.axis_index(AXIS))
   targets = jax.nn.one_hot(batch['label'], model.num_classes)
 
   def compute_loss(params):
     def forward(images, **kwargs):
       return model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-                         mutable=['batch_stats', 'intermediates'], **kwargs)
+                         mutable=['batch_stats', 'intermediates'], rngs={'dropout': dropout_key}, **kwargs)
 
     return loss_fn(forward, batch['image'], targets, step_key)
 

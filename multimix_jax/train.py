@@ -29,6 +29,7 @@ from multimix_jax import data
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
+from multimix_jax.models import vit
 
 class RunError(Exception):
   """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
@@ -85,6 +86,28 @@ def validate_config(config, num_devices, num_processes=1):
     need(getattr(models.MODELS[config.model], 'sows_attention', False),
          f'method={config.method!r} needs a Vision Transformer (model=vit_*), which provides its attention; '
          f'model={config.model!r} does not: choose cutmix, or a vit_* model.')
+  aug = config.augment
+  need(aug.resize in data.RESIZE_METHODS, f'augment.resize={aug.resize!r} must be one of {data.RESIZE_METHODS}.')
+  for name in ('color_jitter', 'lighting_std'):
+    need(aug[name] is None or aug[name] >= 0, f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
+  need(isinstance(aug.randaugment_layers, int) and aug.randaugment_layers >= 0,
+       f'augment.randaugment_layers={aug.randaugment_layers!r} must be an int >= 0 (0: no RandAugment).')
+  need(0 <= aug.randaugment_magnitude <= 10, f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in '
+       '[0, 10].')
+  need(aug.randaugment_magnitude_std >= 0, f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must '
+       'be >= 0.')
+  need(0 <= aug.random_erasing <= 1, f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
+  if config.dataset in data.DATASETS and data.DATASETS[config.dataset].augment == 'none':
+    need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std),
+         f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
+         'their defaults.')
+  need(config.vit.pool_norm in vit.POOL_NORMS,
+       f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
+  need(0 <= config.vit.drop_path < 1, f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
+  if config.model in models.MODELS and not issubclass(models.MODELS[config.model], vit.ViT):
+    need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,
+         f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
+         f"leave them at 'tokens' and 0.")
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
   need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
   if num_processes > 1:
@@ -274,7 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_shared_workdir(workdir)
   dp = step_lib.DataParallel(config.parallelism)
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
+                              **models.config_fields(config))
   tx, lr_schedule = step_lib.create_optimizer(config, steps_per_epoch)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))

@@ -46,6 +46,15 @@ RECIPES = {
     # Lee et al. 2021 (SPT_LSA_ViT main.py defaults).
     'cifar100_vit': ('cifar100', 100, 32, 'vit_cifar', 100, 128, 1e-3, 0.05, 10, False, 2_714_596, 64),
 }
+# Their augmentation and model options beyond the default's (README "Vision Transformers"): DeiT's bicubic crop,
+# RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, no colour jitter or lighting, stochastic depth 0.1; Lee et
+# al.'s stochastic depth 0.1 and random erasing 0.25 (their AutoAugment is not implemented).
+VIT_AUGMENT = {
+    'imagenet_vit_s16': dict(resize='bicubic', color_jitter=0.0, lighting_std=0.0, randaugment_layers=2,
+                             randaugment_magnitude=9.0, randaugment_magnitude_std=0.5, random_erasing=0.25),
+    'cifar100_vit': dict(resize='bilinear', color_jitter=None, lighting_std=None, randaugment_layers=0,
+                         randaugment_magnitude=9.0, randaugment_magnitude_std=0.5, random_erasing=0.25),
+}
 NAMES = ['default', 'digits', *PROTOCOL, *RECIPES]
 
 
@@ -165,12 +174,30 @@ def test_vit_recipe(name):
   assert (config.optimizer, tuple(config.adam_betas), config.schedule) == ('adamw', (0.9, 0.999), 'cosine')
   assert (config.learning_rate, config.weight_decay, config.warmup_epochs) == (lr, weight_decay, warmup)
   assert (config.weight_decay_kernels_only, config.label_smoothing) == (kernels_only, 0.1)
+  assert config.augment.to_dict() == VIT_AUGMENT[name]
+  assert config.vit.to_dict() == {'pool_norm': 'tokens', 'drop_path': 0.1}
   model = create_model(config.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype))
   x = jax.ShapeDtypeStruct((2, config.image_size, config.image_size, 3), jnp.float32)
   (features, logits), variables = jax.eval_shape(
       lambda x: model.init_with_output(jax.random.key(0), x, train=False), x)
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables['params'])) == expected_params
   assert (features.shape[1] * features.shape[2], logits.shape) == (r, (2, num_classes))
+
+
+@pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')  # inside config_flags
+def test_deit_learning_rate_follows_the_batch_on_the_command_line():
+  """5e-4 · batch / 512 for the batch the command line gives, through config_flags as main.py parses it."""
+  path = CONFIGS / 'imagenet_vit_s16.py'
+  assert parse_flags(path).learning_rate == pytest.approx(1e-3)
+  config = parse_flags(path, '--config.batch_size=256')
+  assert (config.batch_size, config.learning_rate) == (256, pytest.approx(2.5e-4))
+  assert config.to_dict()['learning_rate'] == pytest.approx(2.5e-4)  # what the run's config.json records
+  config.batch_size = 4096  # as main.py's --per_device_batch_size sets it
+  assert config.learning_rate == pytest.approx(4e-3)
+  for overrides in (['--config.batch_size=256', '--config.learning_rate=0.01'],
+                    ['--config.learning_rate=0.01', '--config.batch_size=256']):
+    config = parse_flags(path, *overrides)  # an explicit learning rate replaces the rule, in either order
+    assert (config.batch_size, config.learning_rate) == (256, 0.01)
 
 
 def test_configs_ship_inside_the_package(tmp_path):

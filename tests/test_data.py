@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from multimix_jax import data
+from multimix_jax.data import deit_augment
 from multimix_jax.data import input_pipeline
 
 _spec = importlib.util.spec_from_file_location(
@@ -354,3 +355,136 @@ def test_only_imagenet_has_colour_augmentation():
   assert (data.DATASETS['imagenet2012'].color_jitter, data.DATASETS['imagenet2012'].lighting_std) == (0.4, 0.1)
   assert all(spec.color_jitter == spec.lighting_std == 0 for name, spec in data.DATASETS.items()
              if name != 'imagenet2012')
+
+
+# DeiT's augmentation (the ViT recipes): RandAugment's ops against PIL as timm calls it, its draws, random erasing,
+# and the pipeline's exact resume with all of it on.
+
+
+def pil_reference_ops(pil, fill):
+  """timm's 'inc1' RandAugment ops, f(m, sign) -> PIL image, written as timm's auto_augment.py calls PIL (with
+  bilinear resampling, which TensorFlow has; timm's DeiT recipe resamples bicubically)."""
+  from PIL import Image, ImageEnhance, ImageOps  # pylint: disable=g-import-not-at-top
+  kw = dict(resample=Image.BILINEAR, fillcolor=fill)
+  level = lambda m: m / 10
+  enhance = lambda m, s: max(0.1, 1 + s * 0.9 * level(m))
+  affine = lambda matrix: pil.transform(pil.size, Image.AFFINE, matrix, **kw)
+  bits = lambda m: 4 - int(4 * level(m))
+  return [
+      lambda m, s: ImageOps.autocontrast(pil),
+      lambda m, s: ImageOps.equalize(pil),
+      lambda m, s: ImageOps.invert(pil),
+      lambda m, s: pil.rotate(s * 30 * level(m), **kw),
+      # Pillow >= 10 refuses 0 bits (m = 10), which older Pillow turned black.
+      lambda m, s: ImageOps.posterize(pil, bits(m)) if bits(m) else pil.point(lambda i: 0),
+      lambda m, s: ImageOps.solarize(pil, 256 - int(256 * level(m))),
+      lambda m, s: pil.point([min(255, i + int(110 * level(m))) if i < 128 else i for i in range(256)] * 3),
+      lambda m, s: ImageEnhance.Color(pil).enhance(enhance(m, s)),
+      lambda m, s: ImageEnhance.Contrast(pil).enhance(enhance(m, s)),
+      lambda m, s: ImageEnhance.Brightness(pil).enhance(enhance(m, s)),
+      lambda m, s: ImageEnhance.Sharpness(pil).enhance(enhance(m, s)),
+      lambda m, s: affine((1, s * 0.3 * level(m), 0, 0, 1, 0)),
+      lambda m, s: affine((1, 0, 0, s * 0.3 * level(m), 1, 0)),
+      lambda m, s: affine((1, 0, s * 0.45 * level(m) * pil.size[0], 0, 1, 0)),
+      lambda m, s: affine((1, 0, 0, 0, 1, s * 0.45 * level(m) * pil.size[1])),
+  ]
+
+
+def test_randaugment_ops_match_pil():
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.random.RandomState(0).randint(0, 256, (9, 11, 3)).astype(np.uint8)
+  image[2:5, 3:8] = [200, 30, 90]  # a flat patch, so that sharpness and equalize see structure
+  fill = (124, 116, 104)
+  references = pil_reference_ops(Image.fromarray(image), fill)
+  assert len(references) == len(deit_augment.OP_NAMES) == deit_augment.NUM_OPS
+  for index, name in enumerate(deit_augment.OP_NAMES):
+    for m, sign in ((9.0, 1.0), (6.3, -1.0), (10.0, 1.0)):
+      ours = deit_augment.apply_op(tf.constant(image, tf.float32), index, tf.constant(m), tf.constant(sign),
+                                   fill).numpy()
+      difference = np.abs(ours - np.asarray(references[index](m, sign), np.float32))
+      # Integer arithmetic in PIL, float32 here: a level apart on a few pixels at most.
+      assert difference.max() <= 1 and (difference > 0).mean() < 0.05, (name, m, sign, difference.max())
+
+
+def test_randaugment_applies_its_draws():
+  image = np.random.RandomState(1).randint(0, 256, (8, 8, 3)).astype(np.uint8)
+  kwargs = dict(num_layers=2, magnitude=9.0, magnitude_std=0.5)
+  fill = (124, 116, 104)
+  draws = [tuple(t.numpy() for t in deit_augment.rand_augment_draws(tf.constant([5, i], tf.int64), **kwargs))
+           for i in range(300)]
+  index, applied, m, sign = (np.concatenate(column) for column in zip(*draws))
+  assert set(index) == set(range(15)) and abs(applied.mean() - 0.5) < 0.06 and abs((sign > 0).mean() - 0.5) < 0.06
+  assert m.max() <= 10 and m.min() >= 0 and abs(np.median(m) - 9) < 0.1 and 0.3 < m[m < 10].std() < 0.5
+  for i in range(6):
+    key = tf.constant([5, i], tf.int64)
+    out = deit_augment.rand_augment(tf.constant(image), key, fill=fill, **kwargs).numpy()
+    expected = tf.constant(image, tf.float32)
+    for layer in range(2):
+      if draws[i][1][layer]:
+        expected = deit_augment.apply_op(expected, int(draws[i][0][layer]), tf.constant(draws[i][2][layer]),
+                                         tf.constant(draws[i][3][layer]), fill)
+    np.testing.assert_array_equal(out, expected.numpy())
+    np.testing.assert_array_equal(out, deit_augment.rand_augment(tf.constant(image), key, fill=fill, **kwargs))
+
+
+def test_random_erasing_replaces_one_rectangle_with_noise():
+  mean, std = data.DATASETS['imagenet2012'].mean, data.DATASETS['imagenet2012'].std
+  image = tf.fill([20, 24, 3], 77.0)
+  erased = 0
+  for i in range(120):
+    key = tf.constant([9, i], tf.int64)
+    out = deit_augment.random_erasing(image, key, 0.25, mean, std).numpy()
+    if i < 3:
+      np.testing.assert_array_equal(out, deit_augment.random_erasing(image, key, 0.25, mean, std))
+    changed = (out != 77.0).any(-1)
+    if not changed.any():
+      continue
+    erased += 1
+    rows, cols = np.nonzero(changed.any(1))[0], np.nonzero(changed.any(0))[0]
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert changed.sum() == h * w  # one full rectangle
+    assert 0.02 * 480 - 2 * 24 <= h * w <= 480 / 3 + 2 * 24 and h < 20 and w < 24  # area, up to rounding h and w
+    noise = (out[changed] / 255 - np.array(mean)) / np.array(std)  # what the normalisation makes of it
+    assert np.abs(noise).max() < 6
+  assert 15 <= erased <= 48  # p = 0.25 of 120: 30 ± 3.5 standard deviations
+  np.testing.assert_array_equal(deit_augment.random_erasing(image, key, 0.0, mean, std), image)
+  big = np.concatenate([(deit_augment.random_erasing(image, tf.constant([3, i], tf.int64), 1.0, mean, std).numpy()
+                         / 255 - np.array(mean)) / np.array(std) for i in range(10)])
+  noise = big[np.abs(big - (77 / 255 - np.array(mean)) / np.array(std)) > 1e-4]
+  assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1  # N(0, 1) once normalised
+
+
+DEIT = dict(resize='bicubic', color_jitter=0.0, lighting_std=0.0, randaugment_layers=2, random_erasing=0.25)
+
+
+def test_deit_augmentation_resumes_exactly(tmp_path):
+  """The ViT recipe's augmentation (bicubic crop, RandAugment, random erasing) keeps exact resume."""
+  n = 6
+  write_metadata(tmp_path, 'imagenet2012', {'train': n, 'validation': n})
+  plain = make_config(tmp_path, dataset='imagenet2012', num_classes=1000, image_size=16, cache=False)
+  config = make_config(tmp_path, dataset='imagenet2012', num_classes=1000, image_size=16, cache=False)
+  config.augment.update(DEIT)
+  kwargs = dict(local_batch_size=3, seed=0, process_index=0, process_count=1)
+  with mock(tmp_path, n):
+    train = take(data.train_batches(config, **kwargs), 5)
+    resumed = take(data.train_batches(config, start_step=3, **kwargs), 2)
+    without = take(data.train_batches(plain, **kwargs), 5)
+  assert_same_batches(train[3:], resumed)
+  assert not any(np.allclose(a['image'], b['image']) for a, b in zip(train, without))  # the augmentation ran
+  for batch in train:
+    assert batch['image'].shape == (3, 16, 16, 3) and np.isfinite(batch['image']).all()
+
+
+def test_bicubic_resize_is_clipped_and_differs(tmp_path):
+  n = 4
+  write_metadata(tmp_path, 'imagenet2012', {'train': n, 'validation': n})
+  config = make_config(tmp_path, dataset='imagenet2012', num_classes=1000, image_size=32, cache=False)
+  bicubic = make_config(tmp_path, dataset='imagenet2012', num_classes=1000, image_size=32, cache=False)
+  bicubic.augment.resize = 'bicubic'
+  with mock(tmp_path, n):
+    evals = [list(data.eval_batches(c, local_batch_size=4, process_index=0, process_count=1))[0]['image']
+             for c in (config, bicubic)]
+  spec = data.DATASETS['imagenet2012']
+  pixels = [image * np.array(spec.std) * 255 + np.array(spec.mean) * 255 for image in evals]
+  assert not np.allclose(*pixels, atol=0.5)
+  assert all(-1e-3 <= p.min() and p.max() <= 255 + 1e-3 for p in pixels)

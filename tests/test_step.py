@@ -57,13 +57,15 @@ def _global_scope_synced_bn():
 
 
 def _vit_adamw(method):
-  """A bfloat16 ViT under AdamW: Dense MultiMix weighted by its attention, tuples spanning devices; or TransMix
-  (CutMix's inputs, targets re-weighted by each device's attention)."""
+  """A bfloat16 ViT with stochastic depth (the step hands it a 'dropout' stream per device) under AdamW: Dense
+  MultiMix weighted by its attention, tuples spanning devices; or TransMix (CutMix's inputs, targets re-weighted by
+  each device's attention)."""
   config = default_config()
   config.optimizer, config.learning_rate, config.weight_decay = 'adamw', 1e-3, 0.05
   config.weight_decay_kernels_only = True
   config.multimix.n, config.multimix.confidence, config.multimix.scope, config.multimix.m = 20, 'attention', 'global', 6
-  model = vit.ViT(num_classes=10, dtype=jnp.bfloat16, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32)
+  model = vit.ViT(num_classes=10, dtype=jnp.bfloat16, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32,
+                  drop_path=0.2)
   return config, methods.METHODS[method](config)[0].loss_fn, {'model': model, 'shape': (12, 12, 3)}
 
 

@@ -1,5 +1,6 @@
-"""Vision Transformers: published sizes, the linear-head identity on tokens, the mixing stages, the `attention`
-confidence against a hand computation, every confidence kind on tokens, and the step under both wrappers.
+"""Vision Transformers: published sizes, the forward against timm's (both placements of the final norm), the
+linear-head identity on tokens, stochastic depth, the mixing stages, the `attention` confidence against a hand
+computation, every confidence kind on tokens, and the step under both wrappers.
 
 Networks of the registry are only traced (jax.eval_shape); everything that runs uses a tiny ViT.
 """
@@ -27,8 +28,9 @@ def fast_compilation():
   jax.config.update('jax_disable_most_optimizations', False)
 
 
-def tiny_vit(dtype=jnp.float32):
-  return vit.ViT(num_classes=CLASSES, dtype=dtype, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32)
+def tiny_vit(dtype=jnp.float32, **fields):
+  return vit.ViT(num_classes=CLASSES, dtype=dtype, patch_size=4, width=16, depth=3, num_heads=2, mlp_dim=32,
+                 **fields)
 
 
 def images(b=B, seed=0):
@@ -84,9 +86,87 @@ def test_parameter_counts_match_the_published_ones(name, d, mlp_dim, depth, patc
   assert logits.shape == (2, classes) and logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_dense_logits_average_to_the_logits(dtype):
-  model, x = tiny_vit(dtype), images()
+def timm_state_dict(params):
+  """Our parameters under the names and layouts of timm's `VisionTransformer` (float32 NumPy arrays)."""
+  a = lambda x: np.array(x, np.float32)  # a writable copy, for torch.from_numpy
+  linear = lambda p: {'weight': a(p['kernel']).T, 'bias': a(p['bias'])}
+  ln = lambda p: {'weight': a(p['scale']), 'bias': a(p['bias'])}
+  state = {'patch_embed.proj.weight': a(params['embedding']['kernel']).transpose(3, 2, 0, 1),
+           'patch_embed.proj.bias': a(params['embedding']['bias']), 'pos_embed': a(params['pos_embedding'])}
+  i = 0
+  while f'block{i}' in params:
+    p, att = params[f'block{i}'], params[f'block{i}']['attention']
+    d = att['query']['kernel'].shape[0]
+    parts = {
+        'norm1': ln(p['norm1']), 'norm2': ln(p['norm2']), 'mlp.fc1': linear(p['mlp_in']),
+        'mlp.fc2': linear(p['mlp_out']),
+        # qkv: one Linear(d, 3d), rows [q; k; v], each (heads, d / heads) flattened head-major.
+        'attn.qkv': {'weight': np.concatenate([a(att[n]['kernel']).reshape(d, d).T for n in ('query', 'key', 'value')]),
+                     'bias': np.concatenate([a(att[n]['bias']).reshape(d) for n in ('query', 'key', 'value')])},
+        'attn.proj': {'weight': a(att['out']['kernel']).reshape(d, d).T, 'bias': a(att['out']['bias'])}}
+    state.update({f'blocks.{i}.{name}.{k}': v for name, part in parts.items() for k, v in part.items()})
+    i += 1
+  norm = 'norm' if 'encoder_norm' in params else 'fc_norm'
+  state.update({f'{norm}.{k}': v for k, v in ln(params.get('encoder_norm', params.get('fc_norm'))).items()})
+  state.update({f'head.{k}': v for k, v in linear(params['head']).items()})
+  return state
+
+
+def torch_reference_logits(state, x, *, num_heads, patch_size, pool_norm):
+  """timm's VisionTransformer(class_token=False, global_pool='avg', fc_norm=pool_norm == 'after_pool') forward, in
+  float64 torch: x (b, H, W, C) NumPy -> logits (b, c)."""
+  torch = pytest.importorskip('torch')
+  F = torch.nn.functional
+  w = {k: torch.from_numpy(v).double() for k, v in state.items()}
+  ln = lambda h, name: F.layer_norm(h, h.shape[-1:], w[f'{name}.weight'], w[f'{name}.bias'], eps=1e-6)
+  h = F.conv2d(torch.from_numpy(np.array(x)).double().permute(0, 3, 1, 2), w['patch_embed.proj.weight'],
+               w['patch_embed.proj.bias'], stride=patch_size)
+  h = h.flatten(2).transpose(1, 2) + w['pos_embed']
+  b, r, d = h.shape
+  for i in range(sum(k.endswith('.attn.qkv.weight') for k in w)):
+    blk = lambda name: (w[f'blocks.{i}.{name}.weight'], w[f'blocks.{i}.{name}.bias'])
+    qkv = F.linear(ln(h, f'blocks.{i}.norm1'), *blk('attn.qkv')).reshape(b, r, 3, num_heads, d // num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    att = torch.softmax(q @ k.transpose(-2, -1) * (d // num_heads)**-0.5, dim=-1)
+    h = h + F.linear((att @ v).transpose(1, 2).reshape(b, r, d), *blk('attn.proj'))
+    h = h + F.linear(F.gelu(F.linear(ln(h, f'blocks.{i}.norm2'), *blk('mlp.fc1'))), *blk('mlp.fc2'))
+  norm = 'norm' if 'norm.weight' in w else 'fc_norm'  # the final norm's parameters, placed by pool_norm
+  pooled = ln(h, norm).mean(1) if pool_norm == 'tokens' else ln(h.mean(1), norm)
+  return F.linear(pooled, w['head.weight'], w['head.bias']).numpy()
+
+
+@pytest.mark.parametrize('pool_norm', vit.POOL_NORMS)
+def test_forward_equals_timms_vision_transformer(pool_norm):
+  """Our weights copied into timm's layout give our logits: 'tokens' is timm's fc_norm=False, 'after_pool' its
+  global_pool='avg' default. Against timm itself where it is installed, else against the same forward written in
+  torch here."""
+  model, x = tiny_vit(pool_norm=pool_norm), images()
+  params = init(model, x)
+  logits = jax.jit(lambda p: model.apply({'params': p}, x, train=False))(params)[1]
+  state = timm_state_dict(params)
+  expected = torch_reference_logits(state, x, num_heads=2, patch_size=4, pool_norm=pool_norm)
+  np.testing.assert_allclose(logits, expected, rtol=2e-5, atol=2e-5)
+  other = 'after_pool' if pool_norm == 'tokens' else 'tokens'  # the same weights, the other placement: the test
+  assert not np.allclose(expected, torch_reference_logits(state, x, num_heads=2, patch_size=4, pool_norm=other),
+                         atol=1e-3)  # tells them apart
+  try:
+    from timm.models import vision_transformer  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  torch = pytest.importorskip('torch')
+  net = vision_transformer.VisionTransformer(
+      img_size=SIZE, patch_size=4, embed_dim=16, depth=3, num_heads=2, mlp_ratio=2, num_classes=CLASSES,
+      class_token=False, global_pool='avg', fc_norm=pool_norm == 'after_pool').eval()
+  net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+  with torch.no_grad():
+    timm_logits = net(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)).numpy()
+  np.testing.assert_allclose(logits, timm_logits, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize('dtype,pool_norm', [(jnp.float32, 'tokens'), (jnp.bfloat16, 'tokens'),
+                                             (jnp.float32, 'after_pool')])
+def test_dense_logits_average_to_the_logits(dtype, pool_norm):
+  model, x = tiny_vit(dtype, pool_norm=pool_norm), images()
   params = init(model, x)
   features, logits = jax.jit(lambda p: model.apply({'params': p}, x, train=True))(params)
   _, dense_logits = jax.jit(lambda p: model.apply({'params': p}, x, train=True, dense=True))(params)
@@ -97,6 +177,40 @@ def test_dense_logits_average_to_the_logits(dtype):
   head = params['head']
   np.testing.assert_allclose(features.astype(jnp.float32).mean(axis=(1, 2)) @ head['kernel'] + head['bias'], logits,
                              rtol=1e-5, atol=1e-5)
+  if pool_norm == 'after_pool':
+    # The features average to LN(mean of the raw tokens), timm's pooled embedding; the per-token LN(t_j) would not.
+    _, state = model.apply({'params': params}, x, train=False, capture_intermediates=True)
+    tokens = np.asarray(state['intermediates']['block2']['__call__'][0][0], np.float64)  # (b, r, d), raw
+    ln = lambda t: ((t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-6)
+                    * params['fc_norm']['scale'] + params['fc_norm']['bias'])
+    np.testing.assert_allclose(features.mean(axis=(1, 2)), ln(tokens.mean(1)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(ln(tokens).mean(1), ln(tokens.mean(1)), atol=1e-3)
+
+
+def test_drop_path_drops_whole_examples_at_its_rate():
+  x = jnp.ones((2000, 3, 4))
+  out = vit.DropPath(0.25).apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(0)})
+  kept = np.asarray(out[:, 0, 0]) > 0
+  np.testing.assert_allclose(out, np.where(kept[:, None, None], 1 / 0.75, 0.0) * np.ones(x.shape), rtol=1e-6)
+  assert abs(1 - kept.mean() - 0.25) < 0.03
+  np.testing.assert_array_equal(vit.DropPath(0.25).apply({}, x, deterministic=True), x)
+  assert vit.drop_path_rates(3, 0.1) == pytest.approx([0.0, 0.05, 0.1])  # timm's linear rule over the blocks
+
+
+def test_stochastic_depth_only_in_training():
+  model, x = tiny_vit(drop_path=0.5), images()
+  params = init(model, x)
+  plain = tiny_vit().apply({'params': params}, x, train=False)[1]
+  np.testing.assert_array_equal(model.apply({'params': params}, x, train=False)[1], plain)
+  train = lambda seed: model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.key(seed)})[1]
+  np.testing.assert_array_equal(train(0), train(0))
+  assert not np.allclose(train(0), plain, atol=1e-4) and not np.allclose(train(0), train(1), atol=1e-4)
+  with pytest.raises(Exception, match='dropout'):  # no random stream: an error, not a silent no-op
+    model.apply({'params': params}, x, train=True)
+  with pytest.raises(ValueError, match=r'drop_path=1.0 must be in \[0, 1\)'):
+    tiny_vit(drop_path=1.0).apply({'params': params}, x, train=False)
+  with pytest.raises(ValueError, match='pool_norm=.cls. must be one of'):
+    tiny_vit(pool_norm='cls').apply({'params': params}, x, train=False)
 
 
 def test_big_vision_initialisation():
@@ -269,3 +383,26 @@ def test_transmix_reweights_cutmix_targets_by_the_attention_of_the_mixed_image()
 
 def optax_ce(logits, targets):
   return -(targets * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+
+def test_vit_and_augment_keys_are_checked_and_reach_the_model():
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
+  config = default.get_config()
+  assert models.config_fields(config) == {}  # the default's small CNN has no such fields
+  config.vit.drop_path = 0.1
+  with pytest.raises(train.ConfigError, match=r'vit.pool_norm and vit.drop_path apply to Vision Transformers'):
+    train.validate_config(config, 1)
+  config.model, config.vit.pool_norm = 'vit_cifar', 'after_pool'
+  train.validate_config(config, 1)
+  model = models.create_model(config.model, num_classes=100, **models.config_fields(config))
+  assert (model.pool_norm, model.drop_path) == ('after_pool', 0.1)
+  config.vit.pool_norm, config.vit.drop_path = 'cls', 1.0
+  with pytest.raises(train.ConfigError, match=r"vit.pool_norm='cls' must be one of .*\n.*vit.drop_path=1.0 must"):
+    train.validate_config(config, 1)
+  # The augmentation keys of the ViT recipes: checked too, and refused on the digits, which are not augmented.
+  config = default.get_config()
+  config.augment.update(resize='lanczos', randaugment_layers=2, randaugment_magnitude=11.0, random_erasing=1.5)
+  with pytest.raises(train.ConfigError, match=(r"(?s)augment.resize='lanczos' must be one of \('bilinear', 'bicubic'\)"
+                                               r".*randaugment_magnitude=11.0.*random_erasing=1.5.*"
+                                               r"dataset='digits' is not augmented")):
+    train.validate_config(config, 1)

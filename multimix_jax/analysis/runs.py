@@ -91,7 +91,8 @@ def load_run(workdir: str, options: Options = Options()) -> Run:
 
 
 def create_model(config):
-  return models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype])
+  return models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
+                             **models.config_fields(config))
 
 
 def _shapes(tree):

@@ -18,10 +18,31 @@ def get_config():
   config.image_size = 8  # training crop and evaluation size
   config.shuffle_buffer = 10_000
   config.cache = True  # cache decoded examples in memory (small datasets only)
+  # Training augmentation after the dataset's crop and flip (multimix_jax/data). resize: how ImageNet's crops are
+  # resized, 'bilinear' (AlignMixup, torchvision's default) or 'bicubic' (DeiT). color_jitter, lighting_std: None
+  # means the dataset's (ImageNet 0.4 and 0.1, AlignMixup's; none elsewhere). RandAugment as timm's
+  # 'rand-m9-mstd0.5-inc1' (DeiT): randaugment_layers ops per image (0: off; timm's 2), each applied with
+  # probability 0.5 at magnitude ~ N(randaugment_magnitude, randaugment_magnitude_std²) clipped to [0, 10].
+  # random_erasing: probability of erasing one rectangle with per-pixel noise (timm's RandomErasing, 'pixel').
+  config.augment = ml_collections.ConfigDict()
+  config.augment.resize = 'bilinear'
+  config.augment.color_jitter = ml_collections.config_dict.placeholder(float)
+  config.augment.lighting_std = ml_collections.config_dict.placeholder(float)
+  config.augment.randaugment_layers = 0
+  config.augment.randaugment_magnitude = 9.0
+  config.augment.randaugment_magnitude_std = 0.5
+  config.augment.random_erasing = 0.0
 
   # Model: a name from multimix_jax.models.MODELS; compute dtype 'float32' or 'bfloat16' (params stay float32).
   config.model = 'small_cnn'
   config.dtype = 'float32'
+  # Vision Transformers only (models 'vit_*'; the config check refuses these set on another model). pool_norm:
+  # 'tokens' normalises every token then averages (big_vision; the head's dense logits average to the logits),
+  # 'after_pool' averages then normalises (timm's global_pool='avg'); see the README's "Vision Transformers".
+  # drop_path: stochastic depth of the last block, rising linearly from 0 over the blocks (timm's drop_path_rate).
+  config.vit = ml_collections.ConfigDict()
+  config.vit.pool_norm = 'tokens'
+  config.vit.drop_path = 0.0
 
   # Mixing: one of multimix_jax.methods.METHODS.
   config.method = 'multimix'

@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from multimix_jax import datasets
 from multimix_jax.datasets import DATASETS
 from multimix_jax.datasets import SUPPORTED_DATASETS
+from multimix_jax.data import deit_augment
 from multimix_jax.data import digits as _digits  # pylint: disable=unused-import  # registers 'digits'
 from multimix_jax.data import tiny_imagenet as _tiny_imagenet  # registers 'tiny_imagenet'
 
@@ -36,6 +37,7 @@ except RuntimeError:
   pass
 
 _AUTOTUNE = tf.data.AUTOTUNE
+RESIZE_METHODS = ('bilinear', 'bicubic')  # config.augment.resize: tf.image.resize methods, antialiased as PIL's
 _EVAL_CROP_FRACTION = 224 / 256  # ImageNet evaluation: resize the shorter side to 256, center crop 224
 # AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB covariance of ImageNet pixels
 # in [0, 1], the values of AlignMixup's ImageNet `main.py` (from fb.resnet.torch).
@@ -173,8 +175,8 @@ def eval_batches(config, *, local_batch_size: int, process_index: int | None = N
   num_batches = max(-(-builder.info.splits[s].num_examples // local_batch_size) for s in shares)
   ds = _read(builder, shares[process_index], spec)
   if spec.augment == 'inception':
-    ds = ds.map(lambda ex: {'image': _decode_center_crop(ex['image'], config.image_size), 'label': ex['label']},
-                num_parallel_calls=_AUTOTUNE)
+    ds = ds.map(lambda ex: {'image': _decode_center_crop(ex['image'], config.image_size, config.augment.resize),
+                            'label': ex['label']}, num_parallel_calls=_AUTOTUNE)
   ds = ds.map(lambda ex: {**ex, 'mask': tf.constant(True)})
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * local_batch_size)
@@ -224,24 +226,39 @@ def _read(builder, split, spec) -> tf.data.Dataset:
 
 
 def _augment(example, key, config, spec) -> dict:
-  """Per-example training augmentation, random only through the stateless `key` (shape (2,) int64)."""
+  """Per-example training augmentation, random only through the stateless `key` (shape (2,) int64).
+
+  The dataset's crop and flip; then, as `config.augment` asks, RandAugment, colour jitter and PCA lighting (None:
+  the dataset's), and random erasing, in timm's order. Each draws from its own key folded from `key`.
+  """
+  aug = config.augment
   crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
   image = example['image']
   if spec.augment == 'inception':
-    image = _decode_random_resized_crop(image, crop_key, config.image_size)
+    image = _decode_random_resized_crop(image, crop_key, config.image_size, aug.resize)
   else:  # pad_crop_flip
     p = spec.padding
     image = tf.pad(image, [[p, p], [p, p], [0, 0]])
     image = tf.image.stateless_random_crop(image, [spec.size, spec.size, spec.channels], seed=crop_key)
   image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
-  if spec.color_jitter or spec.lighting_std:
+  if aug.randaugment_layers:
+    fill = tuple(round(255 * m) for m in spec.mean)  # timm's img_mean
+    image = deit_augment.rand_augment(image, tf.random.experimental.stateless_fold_in(key, 4),
+                                      num_layers=aug.randaugment_layers, magnitude=aug.randaugment_magnitude,
+                                      magnitude_std=aug.randaugment_magnitude_std, fill=fill)
+  jitter = spec.color_jitter if aug.color_jitter is None else aug.color_jitter
+  lighting_std = spec.lighting_std if aug.lighting_std is None else aug.lighting_std
+  if jitter or lighting_std:
     # On [0, 1] pixels, as the authors' transforms after ToTensor; keys folded in so crop and flip keep theirs.
     image = tf.cast(image, tf.float32) / 255
-    if spec.color_jitter:
-      image = color_jitter(image, tf.random.experimental.stateless_fold_in(key, 2), spec.color_jitter)
-    if spec.lighting_std:
-      image = lighting(image, tf.random.experimental.stateless_fold_in(key, 3), spec.lighting_std)
+    if jitter:
+      image = color_jitter(image, tf.random.experimental.stateless_fold_in(key, 2), jitter)
+    if lighting_std:
+      image = lighting(image, tf.random.experimental.stateless_fold_in(key, 3), lighting_std)
     image = image * 255
+  if aug.random_erasing:
+    image = deit_augment.random_erasing(tf.cast(image, tf.float32), tf.random.experimental.stateless_fold_in(key, 5),
+                                        aug.random_erasing, spec.mean, spec.std)
   return {'image': image, 'label': example['label']}
 
 
@@ -309,26 +326,32 @@ def lighting(image, key, alphastd, eigval=IMAGENET_EIGVAL, eigvec=IMAGENET_EIGVE
   return image + rgb
 
 
-def _decode_random_resized_crop(jpeg, key, size):
-  """Inception-style crop: area in [0.08, 1] of the image, aspect ratio in [3/4, 4/3], resized to size × size."""
+def _resize(image, size, method):
+  """To size × size, antialiased as PIL's resampling; clipped to [0, 255] (bicubic overshoots, PIL clips)."""
+  return tf.clip_by_value(tf.image.resize(image, [size, size], method=method, antialias=True), 0.0, 255.0)
+
+
+def _decode_random_resized_crop(jpeg, key, size, method):
+  """Inception-style crop: area in [0.08, 1] of the image, aspect ratio in [3/4, 4/3], resized to size × size with
+  `method` ('bilinear' or 'bicubic')."""
   begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.image.extract_jpeg_shape(jpeg), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
       seed=key, min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
       max_attempts=10, use_image_if_no_bounding_boxes=True)  # after 10 failed attempts: the whole image
   window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-  return tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+  return _resize(image, size, method)
 
 
-def _decode_center_crop(jpeg, size):
-  """Evaluation crop: the central 224/256 of the shorter side, resized to size × size."""
+def _decode_center_crop(jpeg, size, method):
+  """Evaluation crop: the central 224/256 of the shorter side, resized to size × size with `method`."""
   shape = tf.image.extract_jpeg_shape(jpeg)
   height, width = shape[0], shape[1]
   side = tf.cast(tf.round(_EVAL_CROP_FRACTION * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)
   side = tf.maximum(side, 1)
   window = tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-  return tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+  return _resize(image, size, method)
 
 
 def _normalise(batch, spec) -> dict:

@@ -15,7 +15,7 @@ from multimix_jax.models import common
 from multimix_jax.models.preact_resnet import PreActResNet18
 from multimix_jax.models.resnet import ResNet50
 from multimix_jax.models.small_cnn import SmallCNN
-from multimix_jax.models.vit import ViTB16, ViTCifar, ViTS16, ViTTi16
+from multimix_jax.models.vit import ViT, ViTB16, ViTCifar, ViTS16, ViTTi16
 from multimix_jax.models.wide_resnet import WRN16_8
 
 MODELS: dict[str, type[common.Model]] = {
@@ -30,8 +30,18 @@ MODELS: dict[str, type[common.Model]] = {
 }
 
 
-def create_model(name: str, *, num_classes: int, dtype=jnp.float32, bn_axis_name: str | None = None) -> common.Model:
-  """The model registered as `name`, with `num_classes` outputs, compute `dtype` and BN `bn_axis_name`."""
+def create_model(name: str, *, num_classes: int, dtype=jnp.float32, bn_axis_name: str | None = None,
+                 **fields) -> common.Model:
+  """The model registered as `name`, with `num_classes` outputs, compute `dtype`, BN `bn_axis_name`, and the
+  further `fields` of that model (`config_fields`)."""
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}.')
-  return MODELS[name](num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name)
+  return MODELS[name](num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name, **fields)
+
+
+def config_fields(config) -> dict:
+  """The model fields a run config sets beyond the common ones: `config.vit` (`pool_norm`, `drop_path`) for a
+  Vision Transformer, none for the others. A config saved before these keys existed gives the defaults."""
+  if config.model in MODELS and issubclass(MODELS[config.model], ViT) and 'vit' in config:
+    return dict(config.vit)
+  return {}

@@ -48,7 +48,8 @@ def compile_branches(config, target: hardware.Target, branches, *, with_eval=Fal
   image_shape = datasets.image_shape(config)
   dp = step_lib.DataParallel('shard_map', devices=target.devices())
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
-                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
+                              bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
+                              **models.config_fields(config))
   tx, _ = step_lib.create_optimizer(config, _STEPS_PER_EPOCH)
   count_on_cpu = target.chip.platform != 'tpu'
   costs = []
