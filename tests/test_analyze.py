@@ -193,6 +193,14 @@ def test_accuracy_and_nll_equal_the_trainers_final_evaluation(run_dir, analysed)
   assert saved['top1'] == figures['top1'] and saved['devices'] == jax.device_count() == 4
 
 
+def test_a_relative_workdir_is_analysed(run_dir, analysed, monkeypatch, tmp_path):
+  """`--workdir=runs/default`, as the README writes it: Orbax wants absolute paths, the analysis makes them so."""
+  monkeypatch.chdir(os.path.dirname(run_dir))
+  options = analysis.Options(metrics=('accuracy',))
+  figures = analysis.analyze([os.path.basename(run_dir)], out=str(tmp_path), options=options)['runs'][0]
+  assert figures['top1'] == analysed[0]['runs'][0]['top1']
+
+
 def test_figures_of_the_run_are_in_range(analysed):
   figures = analysed[0]['runs'][0]
   assert 0 <= figures['ece'] <= 100

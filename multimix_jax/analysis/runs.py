@@ -38,6 +38,8 @@ def load_run(workdir: str, options: Options = Options()) -> Run:
   the attack settings cannot work."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
+  if '://' not in workdir:  # Orbax restores from absolute paths only: `--workdir=runs/default` is relative
+    workdir = os.path.abspath(workdir)
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
     raise AnalysisError(f'{workdir} holds no multimix_jax run (no config.json).')
