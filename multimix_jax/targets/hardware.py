@@ -11,6 +11,7 @@ Every number in `CHIPS` has its source beside it. Peak FLOP/s are dense (no stru
 GPUs, for float32 matmuls as JAX computes them by default (TF32).
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -155,6 +156,23 @@ def _spec_text(filename: str) -> str:
   return open(os.path.join(os.path.dirname(__file__), 'gpu_specs', filename), encoding='utf-8').read()
 
 
+@contextlib.contextmanager
+def _environment(values):
+  """The variables a plugin reads as it loads and describes a target, set for that call only: they describe the
+  target, not this machine, so they must not outlive it (the next target has another accelerator type, and a child
+  process, a notebook's kernel say, would take this machine for a TPU VM)."""
+  saved = {key: os.environ.get(key) for key in values}
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
+
+
 @functools.lru_cache(maxsize=None)
 def _topology(name, platform, topology, hosts, gpu_spec, tpu_family):
   # Imported here: jax's TPU and CUDA plugins load on first use, and the variables below must be set before they do.
@@ -163,18 +181,19 @@ def _topology(name, platform, topology, hosts, gpu_spec, tpu_family):
     if platform == 'tpu':
       # libtpu takes a lock per machine unless told that several processes may load it (tests, a second preflight),
       # and looks for a TPU VM's metadata unless told it is not on one.
-      os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
-      os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
-      os.environ.setdefault('TPU_ACCELERATOR_TYPE', name.replace('v5e-', 'v5litepod-'))
-      os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+      environment = {'ALLOW_MULTIPLE_LIBTPU_LOAD': os.environ.get('ALLOW_MULTIPLE_LIBTPU_LOAD', '1'),
+                     'TPU_SKIP_MDS_QUERY': os.environ.get('TPU_SKIP_MDS_QUERY', '1'),
+                     'TPU_ACCELERATOR_TYPE': name.replace('v5e-', 'v5litepod-'), 'TPU_WORKER_HOSTNAMES': 'localhost'}
       kwargs = {}
       if hosts == 1:  # a one-host slice: every chip on that host (libtpu's default splits 2x4 over two)
         kwargs['chips_per_host_bounds'] = (*topology, 1)[:3] if len(topology) == 2 else topology
-      return topologies.get_topology_desc(platform='tpu', topology_name=f'{tpu_family}:{"x".join(map(str, topology))}',
-                                          **kwargs)
-    os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no CUDA driver or toolkit needed to compile
-    return topologies.get_topology_desc(platform='cuda', target_config=_spec_text(gpu_spec),
-                                        topology='x'.join(map(str, topology)))
+      with _environment(environment):
+        return topologies.get_topology_desc(
+            platform='tpu', topology_name=f'{tpu_family}:{"x".join(map(str, topology))}', **kwargs)
+    # No CUDA driver or toolkit is needed to compile.
+    with _environment({'JAX_SKIP_CUDA_CONSTRAINTS_CHECK': os.environ.get('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')}):
+      return topologies.get_topology_desc(platform='cuda', target_config=_spec_text(gpu_spec),
+                                          topology='x'.join(map(str, topology)))
   except Exception as e:  # pylint: disable=broad-except  # a missing plugin, or one too old for the target
     install = "pip install 'jax[tpu]'" if platform == 'tpu' else "pip install 'jax[cuda12-local]'"
     raise TargetError(f'cannot make compile-only devices for {name} ({type(e).__name__}: '
