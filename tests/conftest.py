@@ -45,3 +45,22 @@ def torch_fixture():
     import torch  # pylint: disable=g-import-not-at-top
     return torch
   return pytest.importorskip('torch')
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', "fidelity: compares a network with a PyTorch reference one (needs torch)")
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Names each fidelity test and its outcome at the end of the run, so that a CI log shows the proof ran."""
+  outcomes = {}
+  for outcome in ('passed', 'failed', 'skipped', 'error'):
+    for report in terminalreporter.stats.get(outcome, []):
+      if 'fidelity' in getattr(report, 'keywords', {}) and (report.when == 'call' or outcome != 'passed'):
+        outcomes[report.nodeid] = outcome
+  if outcomes:
+    counts = ', '.join(f'{list(outcomes.values()).count(o)} {o}' for o in ('passed', 'failed', 'skipped', 'error')
+                       if o in outcomes.values())
+    terminalreporter.write_sep('-', f"fidelity (our networks' weights copied into PyTorch reference networks): {counts}")
+    for nodeid, outcome in sorted(outcomes.items()):
+      terminalreporter.write_line(f'{outcome.upper():8} {nodeid}')

@@ -299,6 +299,7 @@ def test_bad_command_lines_end_in_one_error_line():
     assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], done.stderr
 
 
+@pytest.mark.fidelity
 def test_torch_baseline_runs_in_its_own_process_on_the_authors_network(torch):  # pylint: disable=unused-argument
   setting = benchmark.Setting('preact_resnet18', 2, (8, 8, 3), 10, 'float32', ('erm',), steps=1, rounds=2, warmup=0,
                               torch=True)

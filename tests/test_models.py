@@ -287,6 +287,7 @@ def random_variables(model, shape, seed=0):
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize('name, shape', [('preact_resnet18', (32, 32, 3)), ('wrn16_8', (32, 32, 3)),
                                          ('resnet50', (64, 64, 3))])
 def test_forward_matches_the_authors_pytorch_network(name, shape, torch):

@@ -135,8 +135,9 @@ def torch_reference_logits(state, x, *, num_heads, patch_size, pool_norm):
   return F.linear(pooled, w['head.weight'], w['head.bias']).numpy()
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize('pool_norm', vit.POOL_NORMS)
-def test_forward_equals_timms_vision_transformer(pool_norm):
+def test_forward_equals_timms_vision_transformer(pool_norm, torch):  # pylint: disable=unused-argument
   """Our weights copied into timm's layout give our logits: 'tokens' is timm's fc_norm=False, 'after_pool' its
   global_pool='avg' default. Against timm itself where it is installed, else against the same forward written in
   torch here."""
