@@ -61,6 +61,6 @@ def pytest_terminal_summary(terminalreporter):
   if outcomes:
     counts = ', '.join(f'{list(outcomes.values()).count(o)} {o}' for o in ('passed', 'failed', 'skipped', 'error')
                        if o in outcomes.values())
-    terminalreporter.write_sep('-', f"fidelity (our networks' weights copied into PyTorch reference networks): {counts}")
+    terminalreporter.write_sep('-', f"fidelity (our weights copied into PyTorch reference networks): {counts}")
     for nodeid, outcome in sorted(outcomes.items()):
       terminalreporter.write_line(f'{outcome.upper():8} {nodeid}')
