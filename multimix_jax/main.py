@@ -21,10 +21,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from multimix_jax import configs
-from multimix_jax import data
 from multimix_jax import multihost
 from multimix_jax import targets
-from multimix_jax import train
 
 
 def _fail(message):
@@ -137,6 +135,10 @@ def main(argv):
   config = _CONFIG.value
   if _PER_DEVICE_BATCH.value:
     config.batch_size = config.eval_batch_size = _PER_DEVICE_BATCH.value * jax.device_count()
+  # The trainer and its input pipeline import TensorFlow (seconds): only once the command line has proved sound, so
+  # that a mistyped flag is answered at once, and --compile_for never needs TensorFlow.
+  from multimix_jax import data  # pylint: disable=g-import-not-at-top
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except (train.RunError, data.DatasetNotFoundError) as e:

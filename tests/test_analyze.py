@@ -24,8 +24,6 @@ from multimix_jax.analysis import metrics
 from multimix_jax.analysis import report as report_lib
 from multimix_jax.analysis import runs as runs_lib
 
-# One worker runs this file under pytest-xdist's --dist loadgroup: its tests share one trained run (a module fixture).
-pytestmark = pytest.mark.xdist_group('analyze')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

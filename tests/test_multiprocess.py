@@ -16,8 +16,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-# One worker runs this file under pytest-xdist's --dist loadgroup: its tests share one reference run.
-pytestmark = pytest.mark.xdist_group('multiprocess')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # seconds for any one run of two processes

@@ -28,8 +28,6 @@ from multimix_jax.configs import default as default_config
 from multimix_jax.targets import compile as compile_lib
 from multimix_jax.targets import report
 
-# One worker runs this file under pytest-xdist's --dist loadgroup: libtpu loads once per worker.
-pytestmark = pytest.mark.xdist_group('targets')
 
 _GIB = 2**30
 

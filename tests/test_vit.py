@@ -23,7 +23,7 @@ B, SIZE, CLASSES = 8, 12, 5  # 3×3 = 9 tokens of a tiny ViT with 4×4 patches
 @pytest.fixture(autouse=True, scope='module')
 def fast_compilation():
   """Tiny networks: XLA's optimisations cost more compile time than they save (flax's imagenet example does so)."""
-  previous = jax.config.jax_disable_most_optimizations
+  previous = jax.config.values['jax_disable_most_optimizations']
   jax.config.update('jax_disable_most_optimizations', True)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)  # the suite's own setting (tests/conftest.py)
