@@ -23,6 +23,10 @@ import tempfile
 import pytest
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4').strip()
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  # Several workers share the machine's cores: each XLA computation on one thread, rather than every worker's
+  # thread pool contending for every core.
+  os.environ['XLA_FLAGS'] += ' --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 if os.environ.get('MULTIMIX_TEST_OPTIMIZE') != '1':
