@@ -253,3 +253,12 @@ def test_every_config_runs_a_scaled_down_step_under_mock_data(name, tmp_path):
     with tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp_path)):
       summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['steps'] == 1 and summary['final_top1'] is not None
+
+
+def test_load_gives_a_fresh_config_and_refuses_unknown_names():
+  assert set(configs.NAMES) == {p.stem for p in CONFIGS.glob('*.py') if p.stem != '__init__'}
+  first = configs.load('cifar10_r18')
+  first.batch_size = 3
+  assert configs.load('cifar10_r18').batch_size != 3  # each call builds its own
+  with pytest.raises(ValueError, match=r"no config named 'cifar10_r19'; the configs are .*cifar10_r18"):
+    configs.load('cifar10_r19')
