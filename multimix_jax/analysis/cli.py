@@ -10,6 +10,7 @@ import sys
 from absl import app
 from absl import flags
 
+from multimix_jax import flag_errors
 from multimix_jax.analysis import settings as settings_lib
 
 _WORKDIR = flags.DEFINE_multi_string('workdir', None, 'A run directory (repeat to compare several).')
@@ -53,13 +54,5 @@ def main(argv):
                                               for key, name, digits in analysis.TABLE if key in figures))
 
 
-def _parse_flags(argv):
-  """absl's parsing, with a bad flag reported as one `error:` line (absl prints a usage block)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f'error: {e}')
-
-
 def run_main():
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=flag_errors.parse_flags)

@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from multimix_jax import flag_errors
 from multimix_jax import losses
 from multimix_jax import models
 from multimix_jax import step as step_lib
@@ -86,13 +87,5 @@ def main(argv):
     print(f'Results written to {flags.FLAGS.json}', file=sys.stderr)
 
 
-def _parse_flags(argv):
-  """absl's parsing, with a bad flag reported as one `error:` line (absl prints a usage block)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f'error: {e}')
-
-
 def run_main():
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=flag_errors.parse_flags)
