@@ -56,7 +56,8 @@ def compile_pair(config_name, target_name, log):
   return {'config': config_name, 'target': target_name, 'target_description': result['target'],
           'method': config.method, 'batch_size': config.batch_size, 'dtype': config.dtype, 'dataset': config.dataset,
           'rows': rows, 'erm': extra['erm'], 'dense_multimix': extra['dense_multimix'],
-          'wall_s': time.perf_counter() - started, 'jax': jax.__version__, 'commit': _commit()}
+          'wall_s': time.perf_counter() - started, 'jax': jax.__version__,
+          'compiler': targets.resolve(target_name).compiler, 'commit': _commit()}
 
 
 def _commit():

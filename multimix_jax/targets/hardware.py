@@ -14,6 +14,7 @@ GPUs, for float32 matmuls as JAX computes them by default (TF32).
 import contextlib
 import dataclasses
 import functools
+import importlib.metadata
 import os
 import re
 
@@ -111,6 +112,21 @@ class Target:
     shape = 'x'.join(map(str, self.topology))
     return (f'{self.name}: {self.chips} × {self.chip.name} ({shape}) on {self.hosts} '
             f'host{"s" if self.hosts > 1 else ""}')
+
+  @property
+  def compiler(self) -> str:
+    """The compiler this machine has for the target, as its package and version: 'libtpu 0.0.52'. Compiled figures
+    (and whether a step compiles at all) can change with it."""
+    package = 'libtpu' if self.chip.platform == 'tpu' else 'jax-cuda12-plugin'
+    try:
+      installed = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+      installed = None
+    override = os.environ.get('TPU_LIBRARY_PATH') if package == 'libtpu' else None  # JAX loads this one instead
+    if override and (installed is None or os.path.realpath(os.path.dirname(override))
+                     != os.path.realpath(installed.locate_file('libtpu'))):
+      return f'libtpu at {override}'
+    return f'{package} {installed.version}' if installed else f'{package}: not installed'
 
   def devices(self) -> list:
     """Compile-only JAX devices of this target (no accelerator is used or needed)."""
