@@ -93,7 +93,35 @@ def markdown(entries, per_core):
                  f"{_ratio(dense['flops'], erm['flops'])} | {_ratio(dense['total_bytes'], erm['total_bytes'])} | "
                  f"{'—' if bound is None else f'{bound:,.0f}'} | "
                  f"{'—' if bound is None or not cores else f'{bound / cores:.1f}'} | {compile_s:.0f} |")
+  compilers = {}  # compiler -> targets compiled with it, in table order
+  for e in entries:
+    compiler = e.get('compiler') or _unrecorded_compiler(e)
+    compilers.setdefault(compiler, [])
+    if e['target'] not in compilers[compiler]:
+      compilers[compiler].append(e['target'])
+  lines += ['', 'Compilers: ' + '; '.join(f'{c} for {", ".join(t)}' for c, t in compilers.items()) + '.']
   return '\n'.join(lines)
+
+
+def _unrecorded_compiler(entry):
+  """Rows from before the compiler was recorded: what the extras install with that row's jax."""
+  if targets.resolve(entry['target']).chip.platform == 'tpu':
+    pinned = {'0.10.2': '0.0.42.x'}.get(entry['jax'])  # jax[tpu]'s libtpu pin, for the jax these rows were made with
+    return f"libtpu {pinned} (not recorded; jax[tpu] {entry['jax']} pins it)" if pinned else 'libtpu (not recorded)'
+  return f"jax-cuda12-plugin {entry['jax']} (its version is jax's)"
+
+
+def missing(entries, config_names, target_names):
+  """The (config, target) pairs asked for that `entries` lack, as one sentence, or ''."""
+  have = {(e['config'], e['target']) for e in entries}
+  pairs = [(c, t) for t in target_names for c in config_names if (c, t) not in have]
+  if not pairs:
+    return ''
+  by_target = {}
+  for c, t in pairs:
+    by_target.setdefault(t, []).append(c)
+  return (f'Not compiled yet ({len(pairs)} of {len(config_names) * len(target_names)} pairs): '
+          + '; '.join(f'{t}: {", ".join(cs)}' for t, cs in by_target.items()) + '.')
 
 
 def main():
@@ -113,6 +141,9 @@ def main():
     per_core = {k: float(v) for k, v in (p.split('=') for p in args.per_core.split(',') if p)}
     order = {(c, t): i for i, (c, t) in enumerate((c, t) for t in args.targets.split(',') for c in CONFIGS)}
     print(markdown(sorted(done, key=lambda e: order.get((e['config'], e['target']), len(order))), per_core))
+    gaps = missing(done, args.configs.split(','), args.targets.split(','))
+    if gaps:
+      print('\n' + gaps)
     return
   have = {(e['config'], e['target']) for e in done}
   for target in args.targets.split(','):

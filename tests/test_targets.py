@@ -205,6 +205,38 @@ def test_preflight_refuses_a_resnet50_batch_that_cannot_fit_one_chip():
   assert '| **no** |' in done.stdout  # the table is still printed, with the step that does not fit
 
 
+def test_a_crash_of_the_targets_compiler_is_one_error_line(capsys):
+  """The preflight compiles in a child process: one killed by a signal mid-step is an `error:` line naming the step
+  and the compiler, after the child's own output, and exit code 2 (here a child that kills itself so)."""
+  from multimix_jax import main  # pylint: disable=g-import-not-at-top
+  crash = ('import os, signal, sys; print("[v6e-8] compiling eval...", file=sys.stderr, flush=True); '
+           'print("| table |", flush=True); os.kill(os.getpid(), signal.SIGSEGV)')
+  with pytest.raises(SystemExit) as exited:
+    main._compile_in_child([sys.executable, '-c', crash], 'v6e-8')  # pylint: disable=protected-access
+  assert exited.value.code == 2
+  err = capsys.readouterr().err.splitlines()
+  assert err[0] == '[v6e-8] compiling eval...' and err[-1].startswith("error: the target's compiler (libtpu")
+  assert "crashed (SIGSEGV) while compiling 'eval' for v6e-8" in err[-1] and len(err) == 2
+  assert main._compile_in_child([sys.executable, '-c', 'raise SystemExit(3)'], 'h100x8') == 3  # pylint: disable=protected-access
+
+
+def test_preflight_names_the_libtpu_0_0_42_crash_on_v6e():
+  """libtpu 0.0.42 (the one jax 0.10.2 pins) dies of a stack overflow compiling PreActResNet-18 for v6e; the
+  preflight says so in one line instead of ending in a core dump."""
+  needs_tpu()
+  compiler = targets.resolve('v6e-8').compiler
+  if not compiler.startswith('libtpu 0.0.42'):
+    pytest.skip(f"this machine's TPU compiler is {compiler}; the crash is libtpu 0.0.42's")
+  done = _main(f'--config={cifar10_r18.__file__}', '--compile_for=v6e-8', '--config.batch_size=16',
+               '--config.eval_batch_size=16', '--config.multimix.n=50', timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
+  assert errors == [f"error: the target's compiler ({compiler}) crashed (SIGSEGV) while compiling 'train: "
+                    "multimix (p = 0.5)' for v6e-8: a bug of that compiler, not of the config. Another version of it "
+                    "may compile the step (pip install -U libtpu); the README's compiled table names the versions "
+                    'that compiled each target.'], done.stderr[-2000:]
+
+
 @pytest.mark.parametrize('args, message', [
     (['--compile_for=v5e-7'], "--compile_for: unknown target 'v5e-7'; known targets: v4-{8,16,"),
     (['--compile_for=h100x8', '--config.batch_size=12'], 'batch_size=12 must be a positive multiple of the number '
