@@ -108,7 +108,7 @@ def _unrecorded_compiler(entry):
   if targets.resolve(entry['target']).chip.platform == 'tpu':
     pinned = {'0.10.2': '0.0.42.x'}.get(entry['jax'])  # jax[tpu]'s libtpu pin, for the jax these rows were made with
     return f"libtpu {pinned} (not recorded; jax[tpu] {entry['jax']} pins it)" if pinned else 'libtpu (not recorded)'
-  return f"jax-cuda12-plugin {entry['jax']} (its version is jax's)"
+  return f"jax-cuda12-plugin {entry['jax']}"  # jax[cuda12-local] pins the plugin to jax's own version
 
 
 def missing(entries, config_names, target_names):
