@@ -41,6 +41,9 @@ CONFIG=${CONFIG:-configs/imagenet_r50.py}  # relative to the repository root
 PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-128}
 HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}  # a host silent this long counts as lost; the others stop, naming it
 PYTHON_VERSION=${PYTHON_VERSION:-3.11}  # the tests' Python, which launch/constraints.txt was resolved for
+# Another libtpu than launch/constraints.txt's, installed over it by `setup` (e.g. 0.0.52 for v6e: libtpu 0.0.42.1
+# crashes compiling PreActResNet-18 for v6e; see launch/README.md).
+LIBTPU_VERSION=${LIBTPU_VERSION:-}
 WATCH_INTERVAL=${WATCH_INTERVAL:-300}
 WATCH_ROUNDS=${WATCH_ROUNDS:-0}  # 0: watch until the queued resource is deleted
 DATA_DIR=${DATA_DIR:-}
@@ -48,6 +51,10 @@ WORKDIR=${WORKDIR:-}
 REMOTE_DIR=multimix_jax  # on each host, under the home directory
 LOG=multimix_train.log
 
+if [[ -n $LIBTPU_VERSION && ! $LIBTPU_VERSION =~ ^[0-9]+(\.[0-9]+)*$ ]]; then
+  echo "error: LIBTPU_VERSION=$LIBTPU_VERSION is not a version; give one such as 0.0.52 (pip index versions libtpu)" >&2
+  exit 2
+fi
 if [[ -z $ZONE ]]; then
   echo "error: set ZONE, e.g. us-east5-b (v6e), us-west4-a (v5e), us-east5-a (v5p) or us-central2-b (v4)" >&2
   exit 2
@@ -114,7 +121,8 @@ setup() {
     python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
     ~/.local/bin/uv venv --quiet --allow-existing --python $PYTHON_VERSION .venv
     ~/.local/bin/uv pip install --quiet --python .venv/bin/python -c launch/constraints.txt -e '.[tpu]'
-    .venv/bin/python -c 'import jax, multimix_jax; print(\"jax\", jax.__version__)'"
+    ${LIBTPU_VERSION:+~/.local/bin/uv pip install --quiet --python .venv/bin/python libtpu==$LIBTPU_VERSION}
+    .venv/bin/python -c 'import importlib.metadata as m, jax, multimix_jax; print(\"jax\", jax.__version__, \"libtpu\", m.version(\"libtpu\"))'"
 }
 
 require_run_settings() {

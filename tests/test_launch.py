@@ -49,10 +49,15 @@ def test_tpu_pod_dry_run_prints_the_queued_resource_and_per_device_batch():
   assert '--config.batch_size' not in result.stdout and '--config.method=erm' in result.stdout
   status = tpu_pod('status')
   assert '--worker=all' in status.stdout and 'trainer running' in status.stdout
+  setup = tpu_pod('setup', LIBTPU_VERSION='0.0.52')  # another libtpu over the constraints' (v6e)
+  assert setup.returncode == 0, setup.stderr
+  assert "-c launch/constraints.txt -e \\'.[tpu]\\'\\n" in setup.stdout and 'libtpu==0.0.52' in setup.stdout
+  assert 'libtpu==' not in tpu_pod('setup').stdout
 
 
 def test_tpu_pod_refuses_missing_settings_with_one_error_line():
-  for args, env in [(('train',), {}), (('watch',), {}), ((), {}), (('bogus',), {})]:
+  for args, env in [(('train',), {}), (('watch',), {}), ((), {}), (('bogus',), {}),
+                    (('setup',), {'LIBTPU_VERSION': '0.0.52; rm -rf ~'})]:
     result = tpu_pod(*args, **env)
     assert result.returncode == 2 and result.stderr.startswith('error: ') and result.stderr.count('\n') == 1
 
