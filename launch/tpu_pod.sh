@@ -41,8 +41,9 @@ CONFIG=${CONFIG:-configs/imagenet_r50.py}  # relative to the repository root
 PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-128}
 HEARTBEAT_TIMEOUT=${HEARTBEAT_TIMEOUT:-60}  # a host silent this long counts as lost; the others stop, naming it
 PYTHON_VERSION=${PYTHON_VERSION:-3.11}  # the tests' Python, which launch/constraints.txt was resolved for
-# Another libtpu than launch/constraints.txt's, installed over it by `setup` (e.g. 0.0.52 for v6e: libtpu 0.0.42.1
-# crashes compiling PreActResNet-18 for v6e; see launch/README.md).
+# Another libtpu than launch/constraints.txt's, installed over it by `setup`. On v6e, 0.0.52 unless set (empty: the
+# pinned one): the pinned 0.0.42.1 crashes compiling PreActResNet-18 and ResNet-50 for v6e (launch/README.md).
+if [[ $ACCELERATOR_TYPE == v6e-* ]]; then LIBTPU_VERSION=${LIBTPU_VERSION-0.0.52}; fi
 LIBTPU_VERSION=${LIBTPU_VERSION:-}
 WATCH_INTERVAL=${WATCH_INTERVAL:-300}
 WATCH_ROUNDS=${WATCH_ROUNDS:-0}  # 0: watch until the queued resource is deleted

@@ -49,10 +49,14 @@ def test_tpu_pod_dry_run_prints_the_queued_resource_and_per_device_batch():
   assert '--config.batch_size' not in result.stdout and '--config.method=erm' in result.stdout
   status = tpu_pod('status')
   assert '--worker=all' in status.stdout and 'trainer running' in status.stdout
-  setup = tpu_pod('setup', LIBTPU_VERSION='0.0.52')  # another libtpu over the constraints' (v6e)
+  # Another libtpu over the constraints' where asked, and on v6e (whose compiler crashes with the pinned one) unless
+  # told otherwise.
+  setup = tpu_pod('setup', LIBTPU_VERSION='0.0.47', ACCELERATOR_TYPE='v5litepod-16')
   assert setup.returncode == 0, setup.stderr
-  assert "-c launch/constraints.txt -e \\'.[tpu]\\'\\n" in setup.stdout and 'libtpu==0.0.52' in setup.stdout
-  assert 'libtpu==' not in tpu_pod('setup').stdout
+  assert "-c launch/constraints.txt -e \\'.[tpu]\\'\\n" in setup.stdout and 'libtpu==0.0.47' in setup.stdout
+  assert 'libtpu==' not in tpu_pod('setup', ACCELERATOR_TYPE='v5litepod-16').stdout
+  assert 'libtpu==0.0.52' in tpu_pod('setup', ACCELERATOR_TYPE='v6e-16').stdout
+  assert 'libtpu==' not in tpu_pod('setup', ACCELERATOR_TYPE='v6e-16', LIBTPU_VERSION='').stdout
 
 
 def test_tpu_pod_refuses_missing_settings_with_one_error_line():
