@@ -12,9 +12,6 @@ A command line that cannot work ends with one line starting with `error:`, befor
 
 import logging as std_logging  # absl.logging.WARNING is an absl verbosity, not a record level
 import os
-import re
-import signal
-import subprocess
 import sys
 
 import jax
@@ -26,6 +23,7 @@ from ml_collections import config_flags
 from multimix_jax import configs
 from multimix_jax import multihost
 from multimix_jax import targets
+from multimix_jax.targets import child
 
 
 def _fail(message):
@@ -105,42 +103,13 @@ def _parse_flags(argv):
   return rest
 
 
-# Set in the child process that compiles (see _compile_in_child).
-_PREFLIGHT_CHILD = 'MULTIMIX_JAX_PREFLIGHT_CHILD'
-
-
-def _compile_in_child(command, target):
-  """Runs the preflight `command` in a child process and returns its exit code, so that a crash of the target's
-  compiler (libtpu or XLA:GPU killed by a signal, e.g. a stack overflow in libtpu 0.0.42 compiling PreActResNet-18
-  for v6e) ends in one `error:` line naming the step, not in a core dump. The child's stdout and stderr pass
-  through as they come."""
-  child = subprocess.Popen(command, env={**os.environ, _PREFLIGHT_CHILD: '1'}, stderr=subprocess.PIPE, text=True,
-                           errors='replace')
-  step = None
-  try:
-    for line in child.stderr:
-      sys.stderr.write(line)
-      compiling = re.match(r'\[[^]]+\] compiling (.+?)\.\.\.$', line.strip())
-      step = compiling[1] if compiling else step
-    code = child.wait()
-  except KeyboardInterrupt:  # the child has its own Ctrl-C
-    return 128 + signal.SIGINT.value if child.wait() < 0 else child.returncode
-  while_doing = f"while compiling '{step}' for {target}" if step else f'before its first step for {target}'
-  if -code in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
-    compiler = targets.resolve(target).compiler
-    _fail(f"the target's compiler ({compiler}) crashed ({signal.Signals(-code).name}) {while_doing}: a bug of that "
-          f'compiler, not of the config. Another version of it may compile the step (pip install -U '
-          f"{compiler.split()[0]}); the README's compiled table names the versions that compiled each target.")
-  if code == -signal.SIGKILL:
-    _fail(f'the preflight was killed (SIGKILL) {while_doing}, perhaps by the out-of-memory killer: the compiler needs '
-          "more of this machine's memory than it could have.")
-  return 128 - code if code < 0 else code
-
-
 def _compile_for(config, target):
   """The preflight: the table on stdout, progress on stderr; a step that does not fit is one error line."""
-  if os.environ.get(_PREFLIGHT_CHILD) != '1':
-    sys.exit(_compile_in_child([sys.executable, '-m', 'multimix_jax.main', *sys.argv[1:]], target))
+  if not child.in_child():  # compile in a child process, so that a crash of the compiler is one error line
+    try:
+      sys.exit(child.run('multimix_jax.main', target))
+    except child.CompilerCrashed as e:
+      _fail(str(e))
   jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
   try:
     result = targets.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))

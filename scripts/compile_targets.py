@@ -105,10 +105,12 @@ def markdown(entries, per_core):
 
 def _unrecorded_compiler(entry):
   """Rows from before the compiler was recorded: what the extras install with that row's jax."""
+  jax_version = entry.get('jax')
   if targets.resolve(entry['target']).chip.platform == 'tpu':
-    pinned = {'0.10.2': '0.0.42.x'}.get(entry['jax'])  # jax[tpu]'s libtpu pin, for the jax these rows were made with
-    return f"libtpu {pinned} (not recorded; jax[tpu] {entry['jax']} pins it)" if pinned else 'libtpu (not recorded)'
-  return f"jax-cuda12-plugin {entry['jax']}"  # jax[cuda12-local] pins the plugin to jax's own version
+    pinned = {'0.10.2': '0.0.42.x'}.get(jax_version)  # jax[tpu]'s libtpu pin, for the jax these rows were made with
+    return f'libtpu {pinned} (not recorded; jax[tpu] {jax_version} pins it)' if pinned else 'libtpu (not recorded)'
+  # jax[cuda12-local] pins the plugin to jax's own version
+  return f'jax-cuda12-plugin {jax_version}' if jax_version else 'jax-cuda12-plugin (not recorded)'
 
 
 def missing(entries, config_names, target_names):

@@ -25,6 +25,7 @@ from multimix_jax import step as step_lib
 from multimix_jax import targets
 from multimix_jax.configs import cifar10_r18
 from multimix_jax.configs import default as default_config
+from multimix_jax.targets import child
 from multimix_jax.targets import compile as compile_lib
 from multimix_jax.targets import report
 
@@ -205,36 +206,41 @@ def test_preflight_refuses_a_resnet50_batch_that_cannot_fit_one_chip():
   assert '| **no** |' in done.stdout  # the table is still printed, with the step that does not fit
 
 
-def test_a_crash_of_the_targets_compiler_is_one_error_line(capsys):
-  """The preflight compiles in a child process: one killed by a signal mid-step is an `error:` line naming the step
-  and the compiler, after the child's own output, and exit code 2 (here a child that kills itself so)."""
-  from multimix_jax import main  # pylint: disable=g-import-not-at-top
+def test_a_crash_of_the_targets_compiler_is_one_message(capsys):
+  """A compile runs in a child process: one killed by a signal mid-step is a message naming the step and the
+  compiler, after the child's own output (here a child that kills itself so)."""
   crash = ('import os, signal, sys; print("[v6e-8] compiling eval...", file=sys.stderr, flush=True); '
            'print("| table |", flush=True); os.kill(os.getpid(), signal.SIGSEGV)')
-  with pytest.raises(SystemExit) as exited:
-    main._compile_in_child([sys.executable, '-c', crash], 'v6e-8')  # pylint: disable=protected-access
-  assert exited.value.code == 2
-  err = capsys.readouterr().err.splitlines()
-  assert err[0] == '[v6e-8] compiling eval...' and err[-1].startswith("error: the target's compiler (libtpu")
-  assert "crashed (SIGSEGV) while compiling 'eval' for v6e-8" in err[-1] and len(err) == 2
-  assert main._compile_in_child([sys.executable, '-c', 'raise SystemExit(3)'], 'h100x8') == 3  # pylint: disable=protected-access
+  with pytest.raises(child.CompilerCrashed) as crashed:
+    child.run_command([sys.executable, '-c', crash], 'v6e-8')
+  assert capsys.readouterr().err == '[v6e-8] compiling eval...\n'
+  assert str(crashed.value).startswith("the target's compiler (libtpu")
+  assert "crashed (SIGSEGV) while compiling 'eval' for v6e-8" in str(crashed.value)
+  assert child.run_command([sys.executable, '-c', 'raise SystemExit(3)'], 'h100x8') == 3
+  assert child.run_command([sys.executable, '-c', 'import os; print(os.environ["MULTIMIX_JAX_COMPILE_CHILD"])'],
+                           'h100x8') == 0 and capsys.readouterr().out == ''  # the child's stdout is not captured
 
 
-def test_preflight_names_the_libtpu_0_0_42_crash_on_v6e():
+@pytest.mark.parametrize('program, args, step, code', [
+    ('multimix_jax.main', [f'--config={cifar10_r18.__file__}', '--compile_for=v6e-8', '--config.batch_size=16',
+                           '--config.eval_batch_size=16', '--config.multimix.n=50'], 'train: multimix (p = 0.5)', 2),
+    ('multimix_jax.benchmark', ['--target=v6e-8', '--model=preact_resnet18', '--batch_size=2', '--methods=erm',
+                                '--json='], 'erm', 1),
+])
+def test_the_libtpu_0_0_42_crash_on_v6e_is_one_error_line(program, args, step, code):
   """libtpu 0.0.42 (the one jax 0.10.2 pins) dies of a stack overflow compiling PreActResNet-18 for v6e; the
-  preflight says so in one line instead of ending in a core dump."""
+  preflight and the benchmark say so in one line (after the compiler's stack trace) and exit non-zero."""
   needs_tpu()
   compiler = targets.resolve('v6e-8').compiler
   if not compiler.startswith('libtpu 0.0.42'):
     pytest.skip(f"this machine's TPU compiler is {compiler}; the crash is libtpu 0.0.42's")
-  done = _main(f'--config={cifar10_r18.__file__}', '--compile_for=v6e-8', '--config.batch_size=16',
-               '--config.eval_batch_size=16', '--config.multimix.n=50', timeout=300)
-  assert done.returncode == 2, done.stderr[-2000:]
+  done = subprocess.run([sys.executable, '-m', program, *args], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
   errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
-  assert errors == [f"error: the target's compiler ({compiler}) crashed (SIGSEGV) while compiling 'train: "
-                    "multimix (p = 0.5)' for v6e-8: a bug of that compiler, not of the config. Another version of it "
-                    "may compile the step (pip install -U libtpu); the README's compiled table names the versions "
-                    'that compiled each target.'], done.stderr[-2000:]
+  assert done.returncode == code and errors == [
+      f"error: the target's compiler ({compiler}) crashed (SIGSEGV) while compiling '{step}' for v6e-8: a bug of "
+      'that compiler, not of the config. Another version of it may compile the step (pip install -U libtpu); the '
+      "README's compiled table names the versions that compiled each target."], done.stderr[-2000:]
 
 
 @pytest.mark.parametrize('args, message', [
@@ -325,9 +331,12 @@ def test_compile_targets_table_reads_ratios_and_host_cores_off_the_stored_figure
            'erm': row('train: erm (p = 1)', 1e11, _GIB), 'dense_multimix': row('train: dense_multimix', 1.05e11, 3 * _GIB)}
   out = tmp_path / 'compiled.jsonl'
   out.write_text(json.dumps(entry) + '\n')
-  monkeypatch.setattr(sys, 'argv', ['compile_targets.py', f'--out={out}', '--markdown', '--per_core=cifar=1000'])
+  monkeypatch.setattr(sys, 'argv', ['compile_targets.py', f'--out={out}', '--markdown', '--per_core=cifar=1000',
+                                    '--configs=cifar10_r18', '--targets=h100x8,v6e-8'])
   script.main()
-  line = capsys.readouterr().out.splitlines()[-1]
+  lines = capsys.readouterr().out.splitlines()
   bound = 16 / max(1e11 / 494.7e12, 1e6 / 3.35e12)  # float32 on an H100: TF32's peak
-  assert line == (f'| cifar10_r18 (float32) | h100x8 | 16 | yes | 3.00 GiB | 1.010 | 1.050 | 3.000 | {bound:,.0f} | '
-                  f'{bound / 1000:.1f} | 10 |')
+  assert lines[2] == (f'| cifar10_r18 (float32) | h100x8 | 16 | yes | 3.00 GiB | 1.010 | 1.050 | 3.000 | '
+                      f'{bound:,.0f} | {bound / 1000:.1f} | 10 |')
+  assert lines[3:] == ['', 'Compilers: jax-cuda12-plugin (not recorded) for h100x8.', '',
+                       'Not compiled yet (1 of 2 pairs): v6e-8: cifar10_r18.']

@@ -163,12 +163,13 @@ def test_sigterm_to_the_main_process_saves_and_exits(data_dir, tmp_path):
 
 
 def test_a_first_sigint_asks_to_save_and_a_second_stops_at_once():
+  before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler, or SIG_IGN under `nohup ... &`
   with train._Preemption() as preemption:  # pylint: disable=protected-access
     os.kill(os.getpid(), signal.SIGINT)
     assert preemption.requested == 'SIGINT' and preemption.reached(1)
     with pytest.raises(KeyboardInterrupt):
       os.kill(os.getpid(), signal.SIGINT)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before
 
 
 def run_cell_as_a_kernel(workdir, data_dir, num_train_steps, interrupt):
@@ -177,7 +178,9 @@ def run_cell_as_a_kernel(workdir, data_dir, num_train_steps, interrupt):
   with open(os.path.join(REPO, 'launch', 'colab_tpu.ipynb')) as f:
     cell = next(''.join(c['source']) for c in json.load(f)['cells'] if 'train' in c['metadata'].get('tags', []))
   kernel = '\n'.join([
-      'import json, os, re, subprocess, sys', 'class Stop(Exception): pass',
+      'import json, os, re, signal, subprocess, sys', 'class Stop(Exception): pass',
+      # Ctrl-C raises KeyboardInterrupt in a kernel, also where this test inherited an ignored SIGINT (`nohup ... &`).
+      'signal.signal(signal.SIGINT, signal.default_int_handler)',
       f'PYTHON, HOME, RUN_ENV = {sys.executable!r}, {str(workdir.parent)!r}, {{"PYTHONPATH": {REPO!r}}}',
       f'CONFIG_PATH, WORKDIR, DATA_DIR = {os.path.join(REPO, "configs", "default.py")!r}, {str(workdir)!r}, {data_dir!r}',
       f'PER_DEVICE_BATCH_SIZE, DATASET, NUM_TRAIN_STEPS = 4, "", {num_train_steps}',

@@ -6,6 +6,7 @@ time on a CPU, and what the compiler says of it.
 - `compile`: the trainer's own steps lowered on abstract inputs and compiled; memory, FLOPs, bytes, compile time.
 - `report`: per-chip figures, fit verdicts, the roofline bound and the markdown table.
 - `steps`: every step of a run's config compiled for a target (`python -m multimix_jax.main --compile_for=...`).
+- `child`: the command lines compile in a child process, so that a crash of the target's compiler is one message.
 
 The benchmark compiles its presets for a target too (`python -m multimix_jax.benchmark --target=v5e-8`).
 """
