@@ -40,6 +40,7 @@ setuptools.setup(
         # The compilers without the accelerators, for `--compile_for` and `benchmark --target` on any machine: libtpu
         # ('compile'), and the CUDA plugin with no CUDA libraries ('compile-gpu'). The CUDA plugin logs "Could not find
         # cuda drivers" to stderr at every JAX start on a machine without a GPU, so it is an extra of its own.
+        # jax[tpu] 0.10.2's libtpu (0.0.42.1) crashes compiling the ResNets for v6e: see the README's Preflight.
         'compile': ['jax[tpu]'],
         'compile-gpu': ['jax[cuda12-local]'],
         # The authors' PyTorch networks (multimix_jax/torch_reference.py): the benchmark's --torch baseline and the
