@@ -105,11 +105,7 @@ def _parse_flags(argv):
 
 def _compile_for(config, target):
   """The preflight: the table on stdout, progress on stderr; a step that does not fit is one error line."""
-  if not child.in_child():  # compile in a child process, so that a crash of the compiler is one error line
-    try:
-      sys.exit(child.run('multimix_jax.main', target))
-    except child.CompilerCrashed as e:
-      _fail(str(e))
+  child.rerun_in_child('multimix_jax.main', target, error_status=2)  # a crash of the compiler is one error line
   jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
   try:
     result = targets.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))

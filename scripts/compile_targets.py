@@ -113,10 +113,15 @@ def _unrecorded_compiler(entry):
   return f'jax-cuda12-plugin {jax_version}' if jax_version else 'jax-cuda12-plugin (not recorded)'
 
 
+def not_compiled(entries, config_names, target_names):
+  """The (config, target) pairs asked for that `entries` lack, target by target."""
+  have = {(e['config'], e['target']) for e in entries}
+  return [(c, t) for t in target_names for c in config_names if (c, t) not in have]
+
+
 def missing(entries, config_names, target_names):
   """The (config, target) pairs asked for that `entries` lack, as one sentence, or ''."""
-  have = {(e['config'], e['target']) for e in entries}
-  pairs = [(c, t) for t in target_names for c in config_names if (c, t) not in have]
+  pairs = not_compiled(entries, config_names, target_names)
   if not pairs:
     return ''
   by_target = {}
@@ -139,23 +144,20 @@ def main():
   if os.path.exists(args.out):
     with open(args.out, encoding='utf-8') as f:
       done = [json.loads(line) for line in f if line.strip()]
+  config_names, target_names = args.configs.split(','), args.targets.split(',')
   if args.markdown:
     per_core = {k: float(v) for k, v in (p.split('=') for p in args.per_core.split(',') if p)}
-    order = {(c, t): i for i, (c, t) in enumerate((c, t) for t in args.targets.split(',') for c in CONFIGS)}
+    order = {(c, t): i for i, (c, t) in enumerate((c, t) for t in target_names for c in CONFIGS)}
     print(markdown(sorted(done, key=lambda e: order.get((e['config'], e['target']), len(order))), per_core))
-    gaps = missing(done, args.configs.split(','), args.targets.split(','))
+    gaps = missing(done, config_names, target_names)
     if gaps:
       print('\n' + gaps)
     return
-  have = {(e['config'], e['target']) for e in done}
-  for target in args.targets.split(','):
-    for config in args.configs.split(','):
-      if (config, target) in have:
-        continue
-      entry = compile_pair(config, target, log=lambda m: print(m, file=sys.stderr, flush=True))
-      with open(args.out, 'a', encoding='utf-8') as f:
-        f.write(json.dumps(entry) + '\n')
-      print(f'{config} on {target}: {entry["wall_s"]:.0f} s', file=sys.stderr, flush=True)
+  for config, target in not_compiled(done, config_names, target_names):
+    entry = compile_pair(config, target, log=lambda m: print(m, file=sys.stderr, flush=True))
+    with open(args.out, 'a', encoding='utf-8') as f:
+      f.write(json.dumps(entry) + '\n')
+    print(f'{config} on {target}: {entry["wall_s"]:.0f} s', file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

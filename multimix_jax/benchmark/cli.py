@@ -76,11 +76,7 @@ def main(argv):
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   if flags.FLAGS.target:  # the target's devices are compile-only: this machine's accelerators need not start
     from multimix_jax.targets import child  # pylint: disable=g-import-not-at-top
-    if not child.in_child():  # compile in a child process, so that a crash of the compiler is one error line
-      try:
-        sys.exit(child.run('multimix_jax.benchmark', flags.FLAGS.target))
-      except child.CompilerCrashed as e:
-        sys.exit(f'error: {e}')
+    child.rerun_in_child('multimix_jax.benchmark', flags.FLAGS.target, error_status=1)  # a compiler crash: one line
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_platforms', 'cpu')
   from multimix_jax import benchmark  # pylint: disable=g-import-not-at-top

@@ -30,14 +30,22 @@ def in_child() -> bool:
   return os.environ.get(ENVIRONMENT_VARIABLE) == '1'
 
 
-def run(module: str, target: str) -> int:
-  """Reruns `python -m module` with this process's arguments in a child that compiles; its exit code.
-
-  Raises CompilerCrashed when the child is killed by a signal of a crash, or by SIGKILL (the out-of-memory killer)."""
-  return run_command([sys.executable, '-m', module, *sys.argv[1:]], target)
+def rerun_in_child(module: str, target: str, *, error_status: int) -> None:
+  """Unless this process is that child: reruns `python -m module` with this process's arguments in a child that
+  compiles, and exits with its status, or with one `error:` line and `error_status` when the compiler crashed."""
+  if in_child():
+    return
+  try:
+    sys.exit(run_command([sys.executable, '-m', module, *sys.argv[1:]], target))
+  except CompilerCrashed as e:
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(error_status)
 
 
 def run_command(command: list[str], target: str) -> int:
+  """Runs `command` as the child, passing its output through; its exit code.
+
+  Raises CompilerCrashed when the child is killed by a signal of a crash, or by SIGKILL (the out-of-memory killer)."""
   child = subprocess.Popen(command, env={**os.environ, ENVIRONMENT_VARIABLE: '1'}, stderr=subprocess.PIPE, text=True,
                            errors='replace')
   step = None
