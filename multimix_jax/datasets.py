@@ -1,79 +1,104 @@
-"""What each supported dataset is, without TensorFlow: classes, channels, size, splits, augmentation, normalisation.
+"""How each dataset is augmented and normalised, without reading it: the named table and the rule for any other.
 
-The input pipeline (`multimix_jax.data`) reads and augments the datasets; this table is what the rest of the
-project needs to know about them (the image shape a config trains on, for the compile-for-target preflight and the
-analysis), so that knowing it never imports TensorFlow.
+`config.dataset` is one of the names below, any other TFDS image-classification dataset prepared in
+`config.data_dir`, or the path of a folder of images in class sub-folders (`multimix_jax.data` reads all three).
+The named datasets carry the augmentation of the papers; a dataset the project has never seen gets one chosen by
+`by_rule` from its image size. Every choice can be overridden by a key of `config.augment`, and the run's
+config.json states the values it used.
+
+Nothing here reads data or imports TensorFlow: the preflight and the analysis use it.
 """
 
 import dataclasses
 
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Greyscale images of a dataset never seen: the mean of ImageNet's channel statistics, as timm does.
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+CROPS = ('none', 'pad_crop_flip', 'random_resized_crop')
+# The largest side, in pixels, of images that the rule trains on at their own size (padded, cropped and flipped,
+# as CIFAR and Tiny ImageNet); larger or unequal images get ImageNet's random-resized crop.
+SMALL_IMAGE_SIDE = 64
+# The training size the rule picks for large images, and the smallest it picks for images smaller than that.
+LARGE_IMAGE_SIZE, MIN_IMAGE_SIZE = 224, 32
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """How one TFDS dataset is read and augmented.
+  """How one dataset is augmented and normalised.
 
-  `augment`: 'none' (digits: not flip-invariant), 'pad_crop_flip' (random crop of the native size from the image
-  zero-padded by `padding` pixels, then a horizontal flip) or 'inception' (random-resized crop of JPEG bytes to
-  `config.image_size` and a flip; evaluation resizes the shorter side to 256/224 · image_size and center-crops).
-  `mean` and `std` are per channel, in [0, 1] pixel units. `color_jitter` > 0 (inception only): after the crop and
-  flip, brightness, contrast and saturation jitter of that strength in a random order; `lighting_std` > 0: then
-  PCA lighting noise of that standard deviation; both on [0, 1] pixels. `prepare`: how a missing copy is prepared
-  ('build': TFDS downloads it; 'imagenet', 'tiny_imagenet': manual downloads first; None: built offline).
+  `crop`: 'none' (digits: not flip-invariant), 'pad_crop_flip' (the image at its own size, zero-padded by
+  `padding` pixels and cropped back at a random offset, then flipped: torchvision's RandomCrop(size, padding) and
+  RandomHorizontalFlip) or 'random_resized_crop' (torchvision's RandomResizedCrop(image_size) and flip; evaluation
+  resizes the shorter side to image_size · 256/224 and center-crops). `mean` and `std` are per channel, in [0, 1]
+  pixel units. `color_jitter` > 0: after the crop and flip, brightness, contrast and saturation jitter of that
+  strength in a random order; `lighting_std` > 0: then PCA lighting noise of that standard deviation; both on the
+  accelerator, on [0, 1] pixels.
   """
-  num_classes: int
+  num_classes: int | None  # None: from the data
   channels: int
-  size: int | None  # native image size; None: config.image_size (images of any size, cropped and resized)
-  eval_split: str
-  augment: str
+  size: int | None  # native side, for datasets trained at their own size; None: config.image_size
+  crop: str
   mean: tuple[float, ...]
   std: tuple[float, ...]
   padding: int = 0
+  flip: bool = True
   color_jitter: float = 0.0
   lighting_std: float = 0.0
-  prepare: str | None = None
+  eval_split: str | None = None  # None: 'test', else 'validation'
 
 
 DATASETS = {
     # Normalisation of digits: pixel mean and std of its train split.
-    'digits': Dataset(10, 1, 8, 'test', 'none', (0.30543,), (0.37596,)),
+    'digits': Dataset(10, 1, 8, 'none', (0.30543,), (0.37596,), flip=False, eval_split='test'),
     # CIFAR-10/100 and Tiny ImageNet: the authors' code normalises all three with the same widely copied CIFAR-10
     # constants (its std is not CIFAR-10's pixel std, 0.247, 0.243, 0.261); we keep theirs, to the letter.
-    'cifar10': Dataset(10, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4, prepare='build'),
-    'cifar100': Dataset(100, 3, 32, 'test', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4, prepare='build'),
-    'tiny_imagenet': Dataset(200, 3, 64, 'validation', 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
-                             prepare='tiny_imagenet'),
+    'cifar10': Dataset(10, 3, 32, 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4, eval_split='test'),
+    'cifar100': Dataset(100, 3, 32, 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4, eval_split='test'),
+    'tiny_imagenet': Dataset(200, 3, 64, 'pad_crop_flip', _CIFAR_MEAN, _CIFAR_STD, padding=4,
+                             eval_split='validation'),
     # ImageNet: AlignMixup's training transform, RandomResizedCrop(224), flip, ColorJitter(0.4, 0.4, 0.4) and
     # Lighting(0.1) of its `utils/util.py`, then Normalize.
-    'imagenet2012': Dataset(1000, 3, None, 'validation', 'inception', _IMAGENET_MEAN, _IMAGENET_STD,
-                            color_jitter=0.4, lighting_std=0.1, prepare='imagenet'),
+    'imagenet2012': Dataset(1000, 3, None, 'random_resized_crop', IMAGENET_MEAN, IMAGENET_STD, color_jitter=0.4,
+                            lighting_std=0.1, eval_split='validation'),
 }
 SUPPORTED_DATASETS = tuple(DATASETS)
 
 
-def spec(config) -> Dataset:
-  """The entry of `config.dataset`, after checking the config keys that must agree with it (ValueError if not)."""
-  if config.dataset not in DATASETS:
-    raise ValueError(f'dataset={config.dataset!r} is not supported; choose one of {list(SUPPORTED_DATASETS)}.')
-  entry = DATASETS[config.dataset]
-  problems = []
-  if config.num_classes != entry.num_classes:
-    problems.append(f'num_classes={config.num_classes} but {config.dataset} has {entry.num_classes} classes; '
-                    f'set --config.num_classes={entry.num_classes}.')
-  if entry.size is not None and config.image_size != entry.size:
-    problems.append(f'image_size={config.image_size} but {config.dataset} images are {entry.size}x{entry.size} '
-                    f'and are not resized; set --config.image_size={entry.size}.')
-  if entry.size is None and config.image_size < 1:
-    problems.append(f'image_size={config.image_size} must be positive.')
-  if problems:
-    raise ValueError(' '.join(problems))
-  return entry
+def is_folder(name: str) -> bool:
+  """Whether `config.dataset` names a folder of images (a path) rather than a TFDS dataset."""
+  return '/' in name or '\\' in name or name.startswith(('.', '~'))
+
+
+def by_rule(sizes: list[tuple[int, int]], channels: int) -> tuple[Dataset, int]:
+  """(augmentation, image_size) for a dataset the project has never seen, from the (H, W) of its images (all of
+  them, or a sample).
+
+  Square images of one size, at most SMALL_IMAGE_SIDE pixels, train at that size, padded by 1/8 of it (CIFAR's 4
+  of 32), cropped and flipped. Any other dataset gets the random-resized crop to 224, or to
+  its median shorter side rounded down to a multiple of 8 (at least 32) where that is smaller. Normalisation:
+  ImageNet's statistics (their mean over channels for greyscale images), as timm does for data it does not know.
+  """
+  mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GREY_MEAN, GREY_STD)
+  height, width = sizes[0]
+  if len(set(sizes)) == 1 and height == width <= SMALL_IMAGE_SIDE:
+    return Dataset(None, channels, height, 'pad_crop_flip', mean, std, padding=max(1, height // 8)), height
+  shorter = sorted(min(s) for s in sizes)[len(sizes) // 2]
+  size = LARGE_IMAGE_SIZE if shorter >= LARGE_IMAGE_SIZE else max(MIN_IMAGE_SIZE, shorter // 8 * 8)
+  return Dataset(None, channels, None, 'random_resized_crop', mean, std), size
 
 
 def image_shape(config) -> tuple[int, int, int]:
-  """(H, W, C) of the images `config` trains on, after preprocessing."""
-  entry = DATASETS[config.dataset]
-  size = entry.size or config.image_size
-  return (size, size, entry.channels)
+  """(H, W, C) of the images `config` trains on, after preprocessing, known without reading data: a named dataset's,
+  or config.image_size and the channels in the run's config (`augment.mean`) for any other."""
+  entry = DATASETS.get(config.dataset)
+  size = (entry.size if entry else None) or config.image_size or LARGE_IMAGE_SIZE
+  channels = entry.channels if entry else len(config.augment.mean or IMAGENET_MEAN)
+  return (size, size, channels)
+
+
+def num_classes(config) -> int | None:
+  """`config.num_classes`, else a named dataset's (None for a dataset whose classes only its data tell)."""
+  entry = DATASETS.get(config.dataset)
+  return config.num_classes or (entry.num_classes if entry else None)

@@ -137,8 +137,8 @@ def main(argv):
   config = _CONFIG.value
   if _PER_DEVICE_BATCH.value:
     config.batch_size = config.eval_batch_size = _PER_DEVICE_BATCH.value * jax.device_count()
-  # The trainer and its input pipeline import TensorFlow (seconds): only once the command line has proved sound, so
-  # that a mistyped flag is answered at once, and --compile_for never needs TensorFlow.
+  # The trainer and its input pipeline take seconds to import (flax, orbax, TFDS, grain): only once the command line
+  # has proved sound, so that a mistyped flag is answered at once.
   from multimix_jax import data  # pylint: disable=g-import-not-at-top
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
   try:

@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 AXIS = 'data'
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _DROPOUT_STREAM = 0x64726F70  # folded into the step's key for the model's 'dropout' stream ('drop')
+_AUGMENT_STREAM = 0x61756720  # folded into the step's key for the device's data augmentation ('aug ')
 
 
 @flax.struct.dataclass
@@ -107,16 +108,19 @@ def _to_varying(tree):
   return jax.lax.pvary(tree, AXIS)
 
 
-def train_step(state, batch, key, *, model, tx, loss_fn):
+def train_step(state, batch, key, *, model, tx, loss_fn, augment=None):
   """One SGD step on this device's batch; gradients and BatchNorm statistics are averaged over devices.
 
   Args:
     state: TrainState, the same on every device.
-    batch: {'image': (b, H, W, C) float32, 'label': (b,) int32}, this device's share of the global batch.
+    batch: {'image': (b, H, W, C), 'label': (b,) int32}, this device's share of the global batch: float32 model
+      inputs, or uint8 pixels that `augment` turns into them.
     key: raw data (jax.random.key_data) of the run's root key, the same on every device; the step's key is folded
       from it with the step, so no key is used twice.
     model, tx: the Flax model (with its `num_classes`) and the optax optimiser.
     loss_fn: one branch of a method's mixing schedule, with its hyperparameters bound (multimix_jax.methods).
+    augment: None, or (key, images (b, H, W, C)) -> float32 inputs: the data augmentation and normalisation done
+      on the device (multimix_jax.data.device_augment), with a key of its own per step and device.
 
   Returns:
     (new state, metrics averaged over devices: 'loss', 'accuracy', and 'finite', 1 where the loss and every
@@ -127,13 +131,17 @@ def train_step(state, batch, key, *, model, tx, loss_fn):
   # The model's own randomness (a ViT's stochastic depth): a stream apart from the method's, different per device.
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, _DROPOUT_STREAM), jax.lax.axis_index(AXIS))
   targets = jax.nn.one_hot(batch['label'], model.num_classes)
+  images = batch['image']
+  if augment is not None:
+    augment_key = jax.random.fold_in(jax.random.fold_in(step_key, _AUGMENT_STREAM), jax.lax.axis_index(AXIS))
+    images = augment(augment_key, images)
 
   def compute_loss(params):
     def forward(images, **kwargs):
       return model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
                          mutable=['batch_stats', 'intermediates'], rngs={'dropout': dropout_key}, **kwargs)
 
-    return loss_fn(forward, batch['image'], targets, step_key)
+    return loss_fn(forward, images, targets, step_key)
 
   # Parameters enter the step replicated; made device-varying, their gradient is this device's own (shard_map
   # would otherwise sum it over devices), so the mean below is right under shard_map and pmap alike.
@@ -156,9 +164,12 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.array([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.array(True)
 
 
-def eval_step(state, batch, *, model):
-  """Sums over devices of top-1 and top-5 hits, cross-entropy and the number of real (unmasked) examples."""
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, batch['image'], train=False)[1]
+def eval_step(state, batch, *, model, normalise=None):
+  """Sums over devices of top-1 and top-5 hits, cross-entropy and the number of real (unmasked) examples.
+
+  `normalise`: None, or images (b, H, W, C) -> float32 inputs (uint8 pixels normalised on the device)."""
+  images = batch['image'] if normalise is None else normalise(batch['image'])
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)[1]
   mask = batch['mask'].astype(jnp.float32)
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   hits = top5 == batch['label'][:, None]
@@ -234,12 +245,12 @@ class DataParallel:
                    donate_argnums=donate_argnums)
 
   def train_step(self, **kwargs):
-    """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx and loss_fn."""
+    """(state, batch, key) -> (state, metrics), compiled; kwargs are train_step's model, tx, loss_fn, augment."""
     return self.map(functools.partial(train_step, **kwargs), in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
                     donate_argnums=0)
 
   def eval_step(self, **kwargs):
-    """(state, batch) -> summed eval counts, compiled; kwargs are eval_step's model."""
+    """(state, batch) -> summed eval counts, compiled; kwargs are eval_step's model and normalise."""
     return self.map(functools.partial(eval_step, **kwargs), in_specs=(P(), P(AXIS)), out_specs=P())
 
   def metrics(self, tree):

@@ -1,11 +1,12 @@
-"""Training and evaluation: TFDS batches -> global arrays -> train_step(state, batch, key) -> metrics.
+"""Training and evaluation: host batches -> global arrays -> train_step(state, batch, key) -> metrics.
 
-`train_and_evaluate(config, workdir)` checks the config and the workdir before any work, resumes from the latest
-checkpoint in the workdir, saves periodically, at the end, on SIGTERM (preemption) and on a first SIGINT (an
-interrupt), writes TensorBoard events, the same scalars as JSON lines (`scalars.jsonl`, readable without TensorFlow)
-and, at the end, `summary.json`.
+`train_and_evaluate(config, workdir)` opens the dataset and checks the config and the workdir before any work,
+resumes from the latest checkpoint in the workdir, saves periodically, at the end, on SIGTERM (preemption) and on a
+first SIGINT (an interrupt), writes TensorBoard events, the same scalars as JSON lines (`scalars.jsonl`) and, at the
+end, `summary.json`. Nothing here imports TensorFlow.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -19,8 +20,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -28,8 +27,14 @@ from multimix_jax import configs
 from multimix_jax import data
 from multimix_jax import methods
 from multimix_jax import models
+from multimix_jax import datasets
 from multimix_jax import step as step_lib
+from multimix_jax import summaries
+from multimix_jax.data import device_augment
 from multimix_jax.models import vit
+
+_PROFILE_FROM, _PROFILE_STEPS = 5, 5  # config.profile: trace steps 5 to 10 of the run (after compilation)
+
 
 class RunError(Exception):
   """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
@@ -97,10 +102,13 @@ def validate_config(config, num_devices, num_processes=1):
   need(aug.randaugment_magnitude_std >= 0, f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must '
        'be >= 0.')
   need(0 <= aug.random_erasing <= 1, f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
-  if config.dataset in data.DATASETS and data.DATASETS[config.dataset].augment == 'none':
-    need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std),
+  if config.dataset in datasets.DATASETS and datasets.DATASETS[config.dataset].crop == 'none':
+    need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std or aug.flip),
          f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
          'their defaults.')
+  need(aug.crop is None or aug.crop in datasets.CROPS, f'augment.crop={aug.crop!r} must be one of {datasets.CROPS}.')
+  need(isinstance(config.input_threads, int) and config.input_threads >= 0,
+       f'input_threads={config.input_threads!r} must be an int >= 0 (0: one per CPU core).')
   need(config.vit.pool_norm in vit.POOL_NORMS,
        f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
   need(0 <= config.vit.drop_path < 1, f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
@@ -109,7 +117,8 @@ def validate_config(config, num_devices, num_processes=1):
          f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
          f"leave them at 'tokens' and 0.")
   need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
-  need(config.num_classes >= 2, f'num_classes={config.num_classes} must be >= 2.')
+  need(config.num_classes is None or config.num_classes >= 2,
+       f'num_classes={config.num_classes} must be >= 2 (or unset: the data\'s).')
   if num_processes > 1:
     need(config.batch_size % num_processes == 0 and config.eval_batch_size % num_processes == 0,
          f'batch_size and eval_batch_size must be multiples of the number of processes ({num_processes}).')
@@ -207,27 +216,6 @@ class _Preemption:
     return self.requested is not None
 
 
-class _ScalarsFile:
-  """A clu metric writer that also appends each `write_scalars` call to `path` as one JSON line
-  `{"step": 120, "train_loss": 1.93, ...}` (the names TensorBoard gets), so that notebooks and the analysis read the
-  curves without TensorFlow. A resumed run appends again from its checkpoint: a step may repeat (the last counts).
-  Process 0 writes it (`path` None elsewhere); every other method is the wrapped writer's."""
-
-  def __init__(self, writer, path):
-    self._writer = writer
-    self._path = path
-
-  def write_scalars(self, step, scalars):
-    self._writer.write_scalars(step, scalars)
-    if self._path is not None:
-      line = json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
-      with self._path.open('a') as f:
-        f.write(line + '\n')
-
-  def __getattr__(self, name):
-    return getattr(self._writer, name)
-
-
 def _write_json(path, obj):
   """Process 0 writes `obj` to `path` (an epath.Path: local or gs://) atomically where the filesystem can."""
   if jax.process_index() == 0:
@@ -237,17 +225,30 @@ def _write_json(path, obj):
 
 
 def _dataset_info(config):
-  """data.dataset_info, which may prepare the dataset: process 0 first, so that hosts sharing a data_dir do not
-  prepare it at the same time."""
-  for turn in (True, False):
-    if turn == (jax.process_index() == 0):
-      try:
-        info = data.dataset_info(config)
-      except ValueError as e:  # a config value that does not fit the dataset
-        raise ConfigError(f'Invalid config: {e}') from e
-    if jax.process_count() > 1 and turn:
-      multihost_utils.sync_global_devices('multimix_jax: dataset prepared')
-  return info
+  """data.dataset_info, which fills the config keys left to the data; a problem with the data is a ConfigError."""
+  try:
+    return data.dataset_info(config)
+  except (data.DataError, data.DatasetError, data.DatasetNotFoundError) as e:  # data that cannot work as they are
+    raise ConfigError(str(e)) from e
+  except ValueError as e:  # a config value the data contradict
+    raise ConfigError(f'Invalid config: {e}') from e
+
+
+def device_augmentation(config) -> device_augment.DeviceAugment:
+  """The normalisation and augmentation that the step applies on the device, from the (resolved) config."""
+  aug = config.augment
+  return device_augment.DeviceAugment(
+      mean=tuple(aug.mean), std=tuple(aug.std), color_jitter=aug.color_jitter, lighting_std=aug.lighting_std,
+      randaugment_layers=aug.randaugment_layers, randaugment_magnitude=aug.randaugment_magnitude,
+      randaugment_magnitude_std=aug.randaugment_magnitude_std, random_erasing=aug.random_erasing)
+
+
+def _profile(start, workdir):
+  """Starts (or stops) a trace of the run's steps for TensorBoard's profile tab, in `workdir`."""
+  if start:
+    jax.profiler.start_trace(str(workdir))
+  else:
+    jax.profiler.stop_trace()
 
 
 def evaluate(dp, eval_step, state, config, info):
@@ -280,8 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
   workdir = epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))  # gs:// stays as it is
   validate_config(config, jax.device_count(), jax.process_count())
+  info = _dataset_info(config)  # fills num_classes, image_size and augment.* from the data: before the comparison
   check_workdir(config, workdir)
-  info = _dataset_info(config)
   steps_per_epoch = info.num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training split ({info.num_train}).')
@@ -293,6 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     multihost_utils.sync_global_devices('multimix_jax: workdir checked')
   workdir.mkdir(parents=True, exist_ok=True)
   _write_json(workdir / 'config.json', config.to_dict())
+  if info.class_names:
+    _write_json(workdir / 'classes.json', list(info.class_names))
   if jax.process_count() > 1:
     check_shared_workdir(workdir)
   dp = step_lib.DataParallel(config.parallelism)
@@ -320,16 +323,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   schedule = methods.METHODS[config.method](config)
   probabilities = np.array([branch.probability for branch in schedule])
-  train_steps = [dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn) for branch in schedule]
-  eval_step = dp.eval_step(model=model)
+  augment = device_augmentation(config)
+  train_steps = [dp.train_step(model=model, tx=tx, loss_fn=branch.loss_fn,
+                               augment=functools.partial(device_augment.train_images, augment=augment))
+                 for branch in schedule]
+  eval_step = dp.eval_step(model=model, normalise=functools.partial(device_augment.eval_images, augment=augment))
 
-  writer = _ScalarsFile(metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0),
-                        workdir / 'scalars.jsonl' if jax.process_index() == 0 else None)
+  writer = summaries.Writer(workdir, write_files=jax.process_index() == 0)
   if start_step == 0:
     writer.write_hparams(configs.flatten(config.to_dict()))
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)]
-  if config.profile and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(logdir=str(workdir), num_profile_steps=5))
+  progress = summaries.Progress(start_step, num_steps)
+  profiling = config.profile and jax.process_index() == 0
 
   train_iter = data.train_batches(config, local_batch_size=config.batch_size // jax.process_count(),
                                   seed=config.seed, start_step=start_step)
@@ -347,8 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, metrics = train_steps[branch](state, dp.put_batch(next(train_iter)), key)
         step += 1
         pending.append((step, metrics))
-        for hook in hooks:
-          hook(step)
+        if profiling and step - start_step in (_PROFILE_FROM, _PROFILE_FROM + _PROFILE_STEPS):
+          _profile(step - start_step == _PROFILE_FROM, workdir)
         preempted = preemption.reached(step)
         logging_now = step % config.log_every_steps == 0 or step == num_steps
         evaluating = step % eval_every == 0 or step == num_steps
@@ -360,6 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if logging_now:
           summary = {f'train_{k}': np.mean([m[k] for _, m in fetched]) for k in ('loss', 'accuracy')}
           summary['learning_rate'] = float(lr_schedule(step - 1))
+          summary.update(progress(step))
           writer.write_scalars(step, summary)
           fetched = []
         if evaluating:
@@ -377,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:  # a save still in flight completes, also when the run stops on an error
     checkpoints.wait_until_finished()
     checkpoints.close()
-    writer.flush()
+    writer.close()
 
   top1 = [h['top1'] for h in history]
   summary = {

@@ -41,7 +41,7 @@ def flatten(tree: dict, prefix: str = '') -> dict:
 
 # Where the data are read from and how often the run logs, evaluates and saves: bookkeeping. A resumed run may
 # change them (the data mounted elsewhere, fewer checkpoints), and two runs differing only in them learned alike.
-BOOKKEEPING_KEYS = frozenset({'data_dir', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
+BOOKKEEPING_KEYS = frozenset({'data_dir', 'input_threads', 'log_every_steps', 'eval_every_steps', 'eval_batch_size',
                               'checkpoint_every_steps', 'keep_checkpoints', 'profile'})
 # How long to train: a resumed run may be extended from its last checkpoint. Runs of different lengths are not
 # seeds of one config, so the analysis keeps them apart.

@@ -13,8 +13,6 @@ def get_config():
   config.dataset = 'cifar10'
   config.num_classes = 10
   config.image_size = 32
-  config.shuffle_buffer = 50_000  # the whole training split: a uniform shuffle
-  config.cache = True  # 150 MB decoded
 
   config.model = 'preact_resnet18'
 

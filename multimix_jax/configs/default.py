@@ -10,21 +10,32 @@ import ml_collections
 def get_config():
   config = ml_collections.ConfigDict()
 
-  # Data: a TFDS name ('digits', 'cifar10', 'cifar100', 'tiny_imagenet', 'imagenet2012'), read from data_dir
-  # (None: TFDS's default, ~/tensorflow_datasets). The dataset fixes the augmentation and normalisation.
+  # Data: one of multimix_jax.datasets.DATASETS ('digits', 'cifar10', 'cifar100', 'tiny_imagenet',
+  # 'imagenet2012'), any other TFDS image-classification dataset prepared as ArrayRecord in data_dir (None: TFDS's
+  # default, ~/tensorflow_datasets; `python -m multimix_jax.data.prepare` prepares one), or the path of a folder
+  # <root>/train/<class>/<image> with <root>/val (or validation, test) beside it. num_classes and image_size: None
+  # takes them from the data (a value given must agree with it). The run's config.json states what was used.
   config.dataset = 'digits'
   config.data_dir = ml_collections.config_dict.placeholder(str)
-  config.num_classes = 10
-  config.image_size = 8  # training crop and evaluation size
-  config.shuffle_buffer = 10_000
-  config.cache = True  # cache decoded examples in memory (small datasets only)
-  # Training augmentation after the dataset's crop and flip (multimix_jax/data). resize: how ImageNet's crops are
-  # resized, 'bilinear' (AlignMixup, torchvision's default) or 'bicubic' (DeiT). color_jitter, lighting_std: None
-  # means the dataset's (ImageNet 0.4 and 0.1, AlignMixup's; none elsewhere). RandAugment as timm's
-  # 'rand-m9-mstd0.5-inc1' (DeiT): randaugment_layers ops per image (0: off; timm's 2), each applied with
-  # probability 0.5 at magnitude ~ N(randaugment_magnitude, randaugment_magnitude_std²) clipped to [0, 10].
-  # random_erasing: probability of erasing one rectangle with per-pixel noise (timm's RandomErasing, 'pixel').
+  config.num_classes = ml_collections.config_dict.placeholder(int)
+  config.image_size = ml_collections.config_dict.placeholder(int)  # training crop and evaluation size
+  config.input_threads = 0  # host threads that decode and crop (0: one per CPU core)
+  # Augmentation. None means the dataset's: the named datasets' follow their papers; any other gets one chosen by
+  # rule from its image size (multimix_jax/datasets.py, `by_rule`). On the host: crop ('none', 'pad_crop_flip':
+  # pad by `padding` and crop at the image's own size, 'random_resized_crop': torchvision's, to image_size), flip.
+  # On the accelerator: normalisation by mean and std (per channel, [0, 1] pixel units), then as below.
   config.augment = ml_collections.ConfigDict()
+  config.augment.crop = ml_collections.config_dict.placeholder(str)
+  config.augment.padding = ml_collections.config_dict.placeholder(int)
+  config.augment.flip = ml_collections.config_dict.placeholder(bool)
+  config.augment.mean = ml_collections.config_dict.placeholder(tuple)
+  config.augment.std = ml_collections.config_dict.placeholder(tuple)
+  # resize: how random-resized crops (and evaluation's center crops) are resized, 'bilinear' (AlignMixup,
+  # torchvision's default) or 'bicubic' (DeiT). color_jitter, lighting_std: None means the dataset's (ImageNet
+  # 0.4 and 0.1, AlignMixup's; none elsewhere). RandAugment as timm's 'rand-m9-mstd0.5-inc1' (DeiT):
+  # randaugment_layers ops per image (0: off; timm's 2), each applied with probability 0.5 at magnitude
+  # ~ N(randaugment_magnitude, randaugment_magnitude_std²) clipped to [0, 10]. random_erasing: probability of
+  # erasing one rectangle with per-pixel noise (timm's RandomErasing, 'pixel').
   config.augment.resize = 'bilinear'
   config.augment.color_jitter = ml_collections.config_dict.placeholder(float)
   config.augment.lighting_std = ml_collections.config_dict.placeholder(float)

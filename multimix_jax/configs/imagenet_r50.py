@@ -13,8 +13,6 @@ def get_config():
   config.dataset = 'imagenet2012'
   config.num_classes = 1000
   config.image_size = 224
-  config.shuffle_buffer = 16_384  # of JPEG bytes, about 2 GB per host
-  config.cache = False  # 140 GB of JPEGs: read from disk (or GCS) every epoch
 
   config.model = 'resnet50'
   config.dtype = 'bfloat16'  # compute only; parameters, BN statistics and logits stay float32

@@ -9,8 +9,6 @@ def get_config():
   config.dataset = 'tiny_imagenet'
   config.num_classes = 200
   config.image_size = 64
-  config.shuffle_buffer = 100_000  # the whole training split: a uniform shuffle
-  config.cache = True  # 1.2 GB decoded
 
   config.model = 'preact_resnet18'  # the CIFAR network on 64×64 inputs: an 8×8 final map (r = 64)
 
