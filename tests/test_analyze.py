@@ -314,12 +314,13 @@ def test_train_loss_is_read_from_scalars_jsonl_without_tensorboard(tmp_path, mon
 
 
 def test_train_loss_falls_back_to_the_tensorboard_events(tmp_path):
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from multimix_jax import summaries  # pylint: disable=g-import-not-at-top
 
-  writer = metric_writers.create_default_writer(str(tmp_path))  # as the trainer writes them
+  writer = summaries.Writer(tmp_path, write_files=True)  # as the trainer writes them
   for step, loss in ((5, 2.0), (10, 1.5), (10, 1.25), (15, 1.0)):
     writer.write_scalars(step, {'train_loss': loss, 'train_accuracy': 3.0})
   writer.close()
+  os.remove(tmp_path / summaries.SCALARS_FILE)  # the events alone
   steps, values, source = runs_lib.train_scalar(str(tmp_path), 'train_loss')
   assert source == 'tensorboard' and steps.tolist() == [5, 10, 15] and values.tolist() == [2.0, 1.25, 1.0]
   steps, values, source = runs_lib.train_scalar(str(tmp_path), 'eval_loss')  # a name never logged

@@ -130,15 +130,12 @@ def scalars_jsonl(workdir):
 
 def tensorboard_scalars(workdir):
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
-  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.SCALARS: 0})
   events.Reload()
   scalars = {}
-  for tag in events.Tags()['tensors']:
-    for event in events.Tensors(tag):
-      value = tensor_util.make_ndarray(event.tensor_proto)
-      if value.shape == () and value.dtype.kind == 'f':  # scalars (the hparams are strings)
-        scalars.setdefault(event.step, {})[tag] = float(value)
+  for tag in events.Tags()['scalars']:
+    for event in events.Scalars(tag):  # a step written twice (a resumed run): the last event counts, as in JSON
+      scalars.setdefault(event.step, {})[tag] = event.value
   return scalars
 
 

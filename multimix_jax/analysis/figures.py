@@ -13,7 +13,6 @@ import time
 import jax
 import numpy as np
 
-from multimix_jax import datasets
 from multimix_jax import interpolation
 from multimix_jax import step as step_lib
 from multimix_jax.analysis import evaluation
@@ -28,7 +27,8 @@ def analyze_run(run: runs_lib.Run, options: Options = Options()) -> tuple[dict, 
   Returns:
     (figures for analysis.json, arrays for the plots: reliability bins, projection coordinates, curves).
   """
-  from multimix_jax import data  # pylint: disable=g-import-not-at-top  # the input pipeline imports TensorFlow
+  from multimix_jax import data  # pylint: disable=g-import-not-at-top  # the input pipeline (seconds to import)
+  from multimix_jax.data import device_augment  # pylint: disable=g-import-not-at-top
 
   config = run.config
   timings = {}
@@ -37,17 +37,17 @@ def analyze_run(run: runs_lib.Run, options: Options = Options()) -> tuple[dict, 
     info = data.dataset_info(config)
   except (ValueError, data.DatasetNotFoundError) as e:
     raise AnalysisError(f'{run.workdir}: {e}') from e
+  mean, std = tuple(config.augment.mean), tuple(config.augment.std)  # as the run normalised (filled from the data)
   dp = step_lib.DataParallel(config.get('parallelism', 'shard_map'))
   model = runs_lib.create_model(config)
   params, batch_stats = runs_lib.restore(run)
   state = dp.put_state(step_lib.TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
                                            opt_state=()))
-  spec = datasets.DATASETS[config.dataset]
   attacking = 'robustness' in options.metrics
   evaluate = evaluation.evaluate_fn(dp, model)
   if attacking:
     attack = attack_settings(config, options)
-    attack_fn = evaluation.attack_fn(dp, model, spec.mean, spec.std, pgd_steps=attack.pgd_steps,
+    attack_fn = evaluation.attack_fn(dp, model, mean, std, pgd_steps=attack.pgd_steps,
                                      pgd_random_start=attack.pgd_random_start)
     budgets = tuple(np.float32(x) for x in (attack.fgsm_eps, attack.pgd_eps, attack.pgd_step_size))
   timings['setup_s'] = time.perf_counter() - started
@@ -55,7 +55,8 @@ def analyze_run(run: runs_lib.Run, options: Options = Options()) -> tuple[dict, 
   started = time.perf_counter()
   totals, outputs, attacked = None, [], []
   for i, batch in enumerate(data.eval_batches(config, local_batch_size=config.eval_batch_size // jax.process_count())):
-    global_batch = dp.put_batch(batch)
+    # uint8 pixels, normalised here as the trainer's step does on the device.
+    global_batch = dp.put_batch({**batch, 'image': np.asarray(device_augment.normalise(batch['image'], mean, std))})
     pooled, logits, labels, mask, sums = evaluate(state, global_batch)
     sums = dp.metrics(sums)  # the trainer's arithmetic: float32 sums per batch, added as Python floats
     totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}

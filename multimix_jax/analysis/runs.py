@@ -60,8 +60,6 @@ def load_run(workdir: str, options: Options = Options()) -> Run:
   if config.get('model') not in models.MODELS:
     raise AnalysisError(f'{workdir}: model={config.get("model")!r} in its config.json is not a model of this code '
                         f'({", ".join(sorted(models.MODELS))}).')
-  if config.get('dataset') not in datasets.DATASETS:
-    raise AnalysisError(f'{workdir}: dataset={config.get("dataset")!r} is not supported.')
   image_shape = datasets.image_shape(config)
   model = create_model(config)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, *image_shape), np.float32),

@@ -72,8 +72,20 @@ def resolve(config) -> Data:
   """Opens `config.dataset` and fills the config keys left to the data; raises DataError, ValueError (a config value
   the data contradict) or prepare.DatasetNotFoundError, each with one message."""
   data = _open(config.dataset, config.data_dir, _overrides(config))
-  _fill(config, data)
+  _fill(config, data.spec, data.image_size)
   return data
+
+
+def fill_config(config):
+  """Fills the config keys left to the data as `resolve` does; for a named dataset from its table alone, reading
+  no data (the preflight compiles runs whose data are elsewhere)."""
+  entry = datasets.DATASETS.get(config.dataset)
+  if entry is None:
+    resolve(config)
+    return
+  spec, size = _apply(config.dataset, entry, entry.size or datasets.LARGE_IMAGE_SIZE, entry.num_classes,
+                      json.loads(_overrides(config)))
+  _fill(config, spec, size)
 
 
 def _overrides(config) -> str:
@@ -141,11 +153,11 @@ def _apply(name, entry, size, num_classes, given):
   return spec, size
 
 
-def _fill(config, data: Data):
+def _fill(config, spec: datasets.Dataset, image_size: int):
   """Writes what the data decided into the config, so that the run's config.json states it."""
-  spec, aug = data.spec, config.augment
-  config.num_classes = data.num_classes
-  config.image_size = data.image_size
+  aug = config.augment
+  config.num_classes = spec.num_classes
+  config.image_size = image_size
   aug.crop, aug.padding, aug.flip = spec.crop, spec.padding, spec.flip
   aug.mean, aug.std = tuple(spec.mean), tuple(spec.std)
   aug.color_jitter, aug.lighting_std = float(spec.color_jitter), float(spec.lighting_std)

@@ -127,29 +127,31 @@ def state_shapes(model, tx, image_shape):
   return jax.eval_shape(lambda: step_lib.create_train_state(jax.random.key(0), model, tx, image_shape))
 
 
-def train_shapes(model, tx, image_shape, global_batch):
+def train_shapes(model, tx, image_shape, global_batch, image_dtype=jnp.float32):
   """(state, batch, key) shapes as `DataParallel.train_step` takes them, and their PartitionSpecs."""
-  batch = {'image': jax.ShapeDtypeStruct((global_batch, *image_shape), jnp.float32),
+  batch = {'image': jax.ShapeDtypeStruct((global_batch, *image_shape), image_dtype),
            'label': jax.ShapeDtypeStruct((global_batch,), jnp.int32)}
   key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
   return (state_shapes(model, tx, image_shape), batch, key), (P(), P(step_lib.AXIS), P())
 
 
-def eval_shapes(model, tx, image_shape, global_batch):
+def eval_shapes(model, tx, image_shape, global_batch, image_dtype=jnp.float32):
   """(state, batch) shapes as `DataParallel.eval_step` takes them, and their PartitionSpecs."""
-  batch = {'image': jax.ShapeDtypeStruct((global_batch, *image_shape), jnp.float32),
+  batch = {'image': jax.ShapeDtypeStruct((global_batch, *image_shape), image_dtype),
            'label': jax.ShapeDtypeStruct((global_batch,), jnp.int32),
            'mask': jax.ShapeDtypeStruct((global_batch,), jnp.bool_)}
   return (state_shapes(model, tx, image_shape), batch), (P(), P(step_lib.AXIS))
 
 
-def compile_train_step(name, dp, *, model, tx, loss_fn, image_shape, global_batch, count_on_cpu) -> StepCost:
-  shapes, specs = train_shapes(model, tx, image_shape, global_batch)
-  return compile_step(name, lambda d: d.train_step(model=model, tx=tx, loss_fn=loss_fn), shapes, specs, dp=dp, images_per_device=global_batch // len(dp.devices),
-                      count_on_cpu=count_on_cpu)
+def compile_train_step(name, dp, *, model, tx, loss_fn, image_shape, global_batch, count_on_cpu,
+                       augment=None) -> StepCost:
+  """`augment`: the trainer's device augmentation (uint8 batches in), or None (float32 batches in)."""
+  shapes, specs = train_shapes(model, tx, image_shape, global_batch, jnp.float32 if augment is None else jnp.uint8)
+  return compile_step(name, lambda d: d.train_step(model=model, tx=tx, loss_fn=loss_fn, augment=augment), shapes,
+                      specs, dp=dp, images_per_device=global_batch // len(dp.devices), count_on_cpu=count_on_cpu)
 
 
-def compile_eval_step(name, dp, *, model, tx, image_shape, global_batch, count_on_cpu) -> StepCost:
-  shapes, specs = eval_shapes(model, tx, image_shape, global_batch)
-  return compile_step(name, lambda d: d.eval_step(model=model), shapes, specs, dp=dp,
+def compile_eval_step(name, dp, *, model, tx, image_shape, global_batch, count_on_cpu, normalise=None) -> StepCost:
+  shapes, specs = eval_shapes(model, tx, image_shape, global_batch, jnp.float32 if normalise is None else jnp.uint8)
+  return compile_step(name, lambda d: d.eval_step(model=model, normalise=normalise), shapes, specs, dp=dp,
                       images_per_device=global_batch // len(dp.devices), count_on_cpu=count_on_cpu)

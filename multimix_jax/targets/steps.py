@@ -14,6 +14,8 @@ from multimix_jax import datasets
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
+from multimix_jax.data import device_augment
+from multimix_jax.data import sources
 from multimix_jax.targets import compile as compile_lib
 from multimix_jax.targets import hardware
 from multimix_jax.targets import report
@@ -45,7 +47,10 @@ def branch_name(branch: methods.Branch) -> str:
 def compile_branches(config, target: hardware.Target, branches, *, with_eval=False, log=print) -> list[dict]:
   """The train steps of `branches` (schedule entries built from `config`), and the eval step if asked, compiled for
   `target` as the trainer would build them from `config`: per-chip rows (`report.chip_row`)."""
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its device augmentation
+  sources.fill_config(config)  # a named dataset from its table; any other from its data
   image_shape = datasets.image_shape(config)
+  augment = train.device_augmentation(config)
   dp = step_lib.DataParallel('shard_map', devices=target.devices())
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
                               bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
@@ -58,11 +63,14 @@ def compile_branches(config, target: hardware.Target, branches, *, with_eval=Fal
     log(f'[{target.name}] compiling {name}...')
     costs.append(compile_lib.compile_train_step(name, dp, model=model, tx=tx, loss_fn=branch.loss_fn,
                                                 image_shape=image_shape, global_batch=config.batch_size,
-                                                count_on_cpu=count_on_cpu))
+                                                count_on_cpu=count_on_cpu,
+                                                augment=functools.partial(device_augment.train_images,
+                                                                          augment=augment)))
   if with_eval:
     log(f'[{target.name}] compiling eval...')
-    costs.append(compile_lib.compile_eval_step('eval', dp, model=model, tx=tx, image_shape=image_shape,
-                                               global_batch=config.eval_batch_size, count_on_cpu=count_on_cpu))
+    costs.append(compile_lib.compile_eval_step(
+        'eval', dp, model=model, tx=tx, image_shape=image_shape, global_batch=config.eval_batch_size,
+        count_on_cpu=count_on_cpu, normalise=functools.partial(device_augment.eval_images, augment=augment)))
   return [report.chip_row(cost, target, config.dtype) for cost in costs]
 
 
@@ -73,10 +81,10 @@ def preflight(config, target_name: str, log=print) -> dict:
   that cannot run on that many chips, DoesNotFit when a step needs more memory than a chip has, and StepFailed
   when the target's compiler fails on a step for another reason.
   """
-  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config; imports TensorFlow
+  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config
   target = hardware.resolve(target_name)
   train.validate_config(config, target.num_devices, target.hosts)
-  datasets.spec(config)
+  sources.fill_config(config)  # a named dataset from its table; any other from its data
   started = time.perf_counter()
   rows = compile_branches(config, target, methods.METHODS[config.method](config), with_eval=True, log=log)
   parallelism = '' if config.parallelism == 'shard_map' else ' (compiled with shard_map: pmap maps the same step)'
