@@ -92,3 +92,38 @@ def prepare(name: str, data_dir) -> str:
   if not builder.is_prepared():
     builder.download_and_prepare()
   return str(data_dir)
+
+
+def prepare_catalog(name: str, data_dir, splits: dict[str, int], *, sizes=(48, 96)) -> str:
+  """Prepares `name` from TFDS's catalog (or the project's builders) in `data_dir` as ArrayRecord, with that
+  builder's own metadata (version, features, class names) and `splits` of generated examples: its images PNG or
+  JPEG as its features encode them, of its fixed shape or of `sizes` (smallest, largest side)."""
+  import multimix_jax.data.tiny_imagenet  # pylint: disable=g-import-not-at-top,unused-import  # registers it
+
+  catalog = tfds.builder_cls(name)
+
+  def generate(self, split, count):
+    rng = np.random.default_rng(list(splits).index(split))
+    features = self.info.features
+    for i in range(count):
+      example = {}
+      for key, feature in features.items():
+        if isinstance(feature, tfds.features.Image):
+          height, width = feature.shape[:2]
+          if height is None:
+            height, width = (int(rng.integers(sizes[0], sizes[1] + 1)) for _ in range(2))
+          example[key] = encode(random_image(rng, height, width, feature.shape[2] or 3), feature.encoding_format
+                                or 'png')
+        elif isinstance(feature, tfds.features.ClassLabel):
+          example[key] = i % feature.num_classes
+        else:
+          example[key] = f'{split}_{i}'
+      yield i, example
+
+  fake = type(f'Fake_{name}', (catalog,), {
+      '_split_generators': lambda self, dl_manager: {s: self._generate_examples(s, n) for s, n in splits.items()},
+      '_generate_examples': generate}, skip_registration=True)
+  fake.name = name
+  builder = fake(data_dir=str(data_dir), file_format='array_record')
+  builder.download_and_prepare()
+  return str(data_dir)

@@ -50,10 +50,11 @@ RECIPES = {
 # Their augmentation and model options beyond the default's (README "Vision Transformers"): DeiT's bicubic crop,
 # RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, no colour jitter or lighting, stochastic depth 0.1; Lee et
 # al.'s stochastic depth 0.1 and random erasing 0.25 (their AutoAugment is not implemented).
+_HOST_AUGMENT = dict(crop=None, padding=None, flip=None, mean=None, std=None)  # the dataset's
 VIT_AUGMENT = {
-    'imagenet_vit_s16': dict(resize='bicubic', color_jitter=0.0, lighting_std=0.0, randaugment_layers=2,
+    'imagenet_vit_s16': dict(_HOST_AUGMENT, resize='bicubic', color_jitter=0.0, lighting_std=0.0, randaugment_layers=2,
                              randaugment_magnitude=9.0, randaugment_magnitude_std=0.5, random_erasing=0.25),
-    'cifar100_vit': dict(resize='bilinear', color_jitter=None, lighting_std=None, randaugment_layers=0,
+    'cifar100_vit': dict(_HOST_AUGMENT, resize='bilinear', color_jitter=None, lighting_std=None, randaugment_layers=0,
                          randaugment_magnitude=9.0, randaugment_magnitude_std=0.5, random_erasing=0.25),
 }
 NAMES = ['default', 'digits', *PROTOCOL, *RECIPES]
@@ -135,13 +136,13 @@ def test_the_keys_that_may_differ_between_runs_of_one_config_are_config_keys():
 
 @pytest.mark.parametrize('name', PROTOCOL)
 def test_dataset_agrees_with_the_input_pipeline(name):
-  from multimix_jax import data  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
+  from multimix_jax import datasets  # pylint: disable=g-import-not-at-top
   config = load(name)
-  spec = data.DATASETS[config.dataset]
+  spec = datasets.DATASETS[config.dataset]
   assert spec.num_classes == config.num_classes
   assert spec.size in (None, config.image_size)
-  assert config.shuffle_buffer >= 10_000
-  assert config.cache == (config.dataset != 'imagenet2012')  # ImageNet's JPEGs do not fit in memory
+  # The papers' augmentation comes from the dataset: none of the configs overrides it on the host.
+  assert (config.augment.crop, config.augment.padding, config.augment.flip) == (None, None, None)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -227,31 +228,23 @@ def test_cifar100_cnn_configs_are_their_cifar10_siblings_on_cifar100():
 
 
 @pytest.mark.parametrize('name', STEP_CONFIGS)
-def test_every_config_runs_a_scaled_down_step_under_mock_data(name, tmp_path):
-  """Each config's dataset, model and method for one step and a full evaluation, on TFDS mock data."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from multimix_jax import data  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
+def test_every_config_runs_a_scaled_down_step_on_generated_data(name, tmp_path):
+  """Each config's dataset, model and method for one step and a full evaluation, on its dataset generated here with
+  the catalog builder's own metadata (tests/fake_data.py), in ArrayRecord as `multimix_jax.data.prepare` writes."""
+  import fake_data  # pylint: disable=g-import-not-at-top
+  from multimix_jax import datasets  # pylint: disable=g-import-not-at-top
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
   config = configs.load(name)
   n = 8
-  if config.dataset != 'digits':  # mock_data needs the split sizes the real dataset_info would have
-    builder = tfds.builder(config.dataset, data_dir=str(tmp_path))
-    eval_split = data.DATASETS[config.dataset].eval_split
-    builder.info.set_splits(tfds.core.SplitDict(
-        [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s in ('train', eval_split)]))
-    os.makedirs(builder.data_dir)
-    builder.info.write_to_directory(builder.data_dir)
+  if config.dataset != 'digits':  # digits is real and offline
+    fake_data.prepare_catalog(config.dataset, tmp_path, {'train': n, datasets.DATASETS[config.dataset].eval_split: n})
   config.data_dir = str(tmp_path)
   config.batch_size = config.eval_batch_size = n
   config.num_train_steps, config.eval_every_steps, config.checkpoint_every_steps = 1, 1, 1
   config.multimix.n = 16
   if config.dataset == 'imagenet2012':
     config.image_size = 32  # scaled down: ResNet-50 at 32x32 ends on a 1x1 map
-  if config.dataset == 'digits':  # real and offline: no mock needed
-    summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  else:
-    with tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp_path)):
-      summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['steps'] == 1 and summary['final_top1'] is not None
 
 
