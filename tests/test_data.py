@@ -239,7 +239,7 @@ def test_a_folder_of_small_images_trains_at_its_size_with_classes_sorted(small_f
   assert resolved.train.decoded and np.bincount(resolved.train.labels).tolist() == [30, 30, 30]
   # The first image of class 'dog' is the 31st of the sorted list.
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(os.path.join(small_folder, 'train', 'dog', 'dog_000.png')) as image:
+  with Image.open(os.path.join(small_folder, 'train', 'dog', 'dog_00000.png')) as image:
     np.testing.assert_array_equal(resolved.train.images[30], np.asarray(image.convert('RGB')))
 
 
@@ -292,7 +292,7 @@ def test_bad_folders_get_one_clear_error(tmp_path, damage, message):
   elif damage == 'no_eval_split':
     os.rename(os.path.join(root, 'val'), os.path.join(root, 'holdout'))
   elif damage == 'loose_image':
-    os.rename(os.path.join(root, 'train', 'cat', 'cat_000.png'), os.path.join(root, 'train', 'cat_000.png'))
+    os.rename(os.path.join(root, 'train', 'cat', 'cat_00000.png'), os.path.join(root, 'train', 'cat_00000.png'))
   elif damage == 'missing':
     root = str(tmp_path / 'nowhere')
   with pytest.raises(sources.DataError, match=message) as error:

@@ -273,20 +273,25 @@ def test_benchmark_target_judges_compiled_ratios(tmp_path):
 
 
 def test_input_benchmark_feeds_imagenet_sized_jpegs_on_one_core(tmp_path):
-  """What a host must feed: the ImageNet training transform on JPEGs of ImageNet's size, pinned to one core."""
-  from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top
-  jpegs = input_pipeline.synthetic_jpegs(8)
-  shapes = [input_pipeline._jpeg_shape(j) for j in jpegs]  # pylint: disable=protected-access
+  """What a host must feed: ImageNet's host transform on JPEGs of ImageNet's size, from ArrayRecord and from a folder
+  of files, pinned to one core, without TensorFlow."""
+  from multimix_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  jpegs = transforms.synthetic_jpegs(8)
+  shapes = [transforms.encoded_size(j) for j in jpegs]
   assert all(262 <= h <= 438 and 300 <= w <= 500 for h, w in shapes) and len(set(shapes)) > 1
   assert 40_000 < sum(map(len, jpegs)) / len(jpegs) < 200_000  # bytes: photographs', not flat colour's
   out = tmp_path / 'input.json'
-  done = subprocess.run([sys.executable, '-m', 'multimix_jax.benchmark', '--input', '--input_datasets=imagenet2012',
-                         '--input_cores=1', '--batch_size=4', '--input_batches=2', '--mock_examples=16',
-                         f'--json={out}'], capture_output=True, text=True, timeout=300, check=False)
+  done = subprocess.run([sys.executable, '-m', 'multimix_jax.benchmark', '--input',
+                         '--input_datasets=imagenet2012,folder', '--input_cores=1', '--batch_size=4',
+                         '--input_batches=2', '--mock_examples=16', f'--json={out}'],
+                        capture_output=True, text=True, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
-  (row,) = json.loads(out.read_text())['input']
-  assert row['cores'] == 1 and row['image_shape'] == [224, 224, 3] and row['images_per_s'] > 0
-  assert '16 synthetic JPEGs' in row['source'] and '| 1 |' in done.stdout
+  rows = json.loads(out.read_text())['input']
+  assert [r['dataset'] for r in rows] == ['imagenet2012', 'folder']
+  for row in rows:
+    assert row['cores'] == row['threads'] == 1 and row['image_shape'] == [224, 224, 3] and row['dtype'] == 'uint8'
+    assert row['images_per_s'] > 0 and '16 synthetic JPEGs' in row['source']
+  assert '| 1 |' in done.stdout
 
 
 def test_a_gpu_step_triton_cannot_tile_ahead_of_time_is_compiled_with_cublas(monkeypatch):

@@ -84,7 +84,7 @@ def run(options: Options, log=print) -> dict:
   if options.attacks:
     return _run_attacks(options, report, log)
   if options.input:
-    from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top  # imports TensorFlow
+    from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top  # the input pipeline
     datasets = [d.strip() for d in options.input_datasets.split(',') if d.strip()]
     if options.input_batches < 1 or options.mock_examples < 1 or (options.batch_size or 1) < 1:
       raise BenchmarkError('--input_batches, --mock_examples and --batch_size must be >= 1.')
@@ -92,7 +92,7 @@ def run(options: Options, log=print) -> dict:
       available = sorted(os.sched_getaffinity(0))
       if not 1 <= options.input_cores <= len(available):
         raise BenchmarkError(f'--input_cores={options.input_cores} must be in [1, {len(available)}] on this machine.')
-      os.sched_setaffinity(0, available[:options.input_cores])  # TensorFlow sizes its thread pools from this
+      os.sched_setaffinity(0, available[:options.input_cores])  # the pipeline's threads: one per core it may use
     report['input'] = input_pipeline.input_benchmark(
         datasets, batch_size=options.batch_size or 128, batches=options.input_batches, warmup=5,
         mock_examples=options.mock_examples, data_dir=options.data_dir, log=log)

@@ -50,16 +50,19 @@ _TARGET = flags.DEFINE_string(
     'h100x1; see multimix_jax.targets): per-chip memory, FLOPs, bytes, a roofline bound and ratios to ERM, from the '
     "target's compiler (default preset: gpu).")
 _JSON = flags.DEFINE_string('json', 'benchmark.json', "Where to write the results ('' to skip).")
-_INPUT = flags.DEFINE_bool('input', False, 'Benchmark the TFDS input pipeline instead (imports TensorFlow).')
+_INPUT = flags.DEFINE_bool('input', False, 'Benchmark the host input pipeline instead: images/s of each source of '
+                           '--input_datasets (see multimix_jax/benchmark/input_pipeline.py).')
 _ATTACKS = flags.DEFINE_bool('attacks', False, "Time the analysis's robustness passes instead (trainer's eval step, "
                               'the analysis eval pass, FGSM, PGD) on the settings (--model or a preset).')
 _PGD_STEPS = flags.DEFINE_integer('pgd_steps', 10, 'With --attacks: the PGD steps timed (the shipped configs: 10).')
-_INPUT_DATASETS = flags.DEFINE_string('input_datasets', 'digits,cifar10', 'With --input: datasets, comma-separated.')
+_INPUT_DATASETS = flags.DEFINE_string('input_datasets', 'digits,cifar10', 'With --input: sources, comma-separated: '
+                                      'digits, cifar10, cifar100, tiny_imagenet, imagenet2012, folder.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 200, 'With --input: batches timed.')
-_MOCK_EXAMPLES = flags.DEFINE_integer('mock_examples', 2048, 'With --input: examples of a mocked dataset.')
+_MOCK_EXAMPLES = flags.DEFINE_integer('mock_examples', 2048, 'With --input: training examples of a generated source.')
 _INPUT_CORES = flags.DEFINE_integer('input_cores', None, 'With --input: pin the process to this many CPU cores '
-                                    'before TensorFlow starts (1: images/s per core; default: every core).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'With --input: TFDS data_dir (digits is built there on first use).')
+                                    '(1: images/s per core; default: every core); the pipeline runs a thread per core.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'With --input: a TFDS data_dir whose prepared datasets are read '
+                                'instead of generated ones.')
 
 
 def options_from_flags() -> settings_lib.Options:

@@ -1,8 +1,17 @@
-"""`--input`: images/s of the TFDS input pipeline alone, per host (the only part of the benchmark that imports
-TensorFlow, and only when called)."""
+"""`--input`: images/s of the host's input pipeline alone (read, decode, crop, flip; no TensorFlow), per host.
 
-import contextlib
-import functools
+Each source is read as the trainer reads it (`multimix_jax.data.train_batches`), from data generated here
+(`multimix_jax.data.synthetic`) unless `--data_dir` holds the real dataset prepared:
+
+| source | what is timed |
+| --- | --- |
+| digits | the real dataset, in memory: gather and batch (no augmentation) |
+| cifar10, cifar100, tiny_imagenet | small images prepared as ArrayRecord with the catalog's metadata, decoded into memory once (start-up), then padded, cropped and flipped a batch at a time |
+| imagenet2012 | JPEGs of ImageNet's size and quality prepared as ArrayRecord: read, decoded, random-resized cropped to 224 and flipped per example (ImageNet's whole host transform; colour jitter, lighting and normalisation run on the accelerator) |
+| folder | the same JPEGs as a folder of images in class sub-folders, read from their files |
+"""
+
+import itertools
 import os
 import tempfile
 import time
@@ -11,38 +20,33 @@ import numpy as np
 
 from multimix_jax.benchmark.settings import BenchmarkError, default_config
 
+SOURCES = ('digits', 'cifar10', 'cifar100', 'tiny_imagenet', 'imagenet2012', 'folder')
+_DISTINCT_JPEGS = 256  # ImageNet-sized JPEGs generated; a larger source cycles through them
+_FOLDER_CLASSES = 10
 
-def input_benchmark(datasets: list[str], *, batch_size: int, batches: int, warmup: int, mock_examples: int,
-                    data_dir: str | None = None, log=print) -> list[dict]:
-  """Images/s of `multimix_jax.data.train_batches` alone, per host, for each dataset.
 
-  `digits` is read for real (built offline in `data_dir` on first use); any other dataset is read under
-  `tfds.testing.mock_data` (metadata written to a temporary directory), so its reading, augmentation and
-  normalisation are measured without downloading it. Mocked examples are random features of the dataset's shapes,
-  except ImageNet's: `synthetic_jpegs` of ImageNet's size and quality, since its cost is mostly decoding.
+def input_benchmark(names: list[str], *, batch_size: int, batches: int, warmup: int, mock_examples: int,
+                    data_dir: str | None = None, threads: int = 0, log=print) -> list[dict]:
+  """Images/s of `multimix_jax.data.train_batches` alone, per host, for each source of `names` (SOURCES).
+
+  `mock_examples`: training examples of a generated source; `threads`: `config.input_threads` (0: one per core).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from multimix_jax import data  # pylint: disable=g-import-not-at-top
+  from multimix_jax.data import transforms  # pylint: disable=g-import-not-at-top
 
-  for name in datasets:
-    if name not in data.DATASETS:
-      raise BenchmarkError(f'--input_datasets: {name!r} is unknown; choose from {", ".join(data.DATASETS)}.')
+  for name in names:
+    if name not in SOURCES:
+      raise BenchmarkError(f'--input_datasets: {name!r} is unknown; choose from {", ".join(SOURCES)}.')
+  jpegs = None
   rows = []
-  for name in datasets:
-    spec = data.DATASETS[name]
+  for name in names:
     config = default_config()
-    config.dataset, config.num_classes, config.data_dir = name, spec.num_classes, data_dir
-    config.image_size = spec.size or 224
-    mocked = name != 'digits'
-    with contextlib.ExitStack() as stack:
-      if mocked:
-        config.data_dir = stack.enter_context(tempfile.TemporaryDirectory())
-        _write_mock_metadata(tfds, config.data_dir, name, {'train': mock_examples, spec.eval_split: mock_examples})
-        jpegs = synthetic_jpegs(min(mock_examples, 256)) if spec.augment == 'inception' else None
-        as_dataset_fn = None if jpegs is None else functools.partial(_jpeg_dataset, jpegs, mock_examples)
-        stack.enter_context(tfds.testing.mock_data(num_examples=mock_examples, data_dir=config.data_dir,
-                                                   policy=tfds.testing.MockPolicy.USE_FILES,
-                                                   as_dataset_fn=as_dataset_fn))
+    config.input_threads = threads
+    with tempfile.TemporaryDirectory() as scratch:
+      if name in ('imagenet2012', 'folder') and jpegs is None:
+        jpegs = transforms.synthetic_jpegs(min(mock_examples, _DISTINCT_JPEGS))
+      config.dataset, source = _source(name, scratch, data_dir, mock_examples, jpegs)
+      config.data_dir = data_dir if source.startswith('real') else scratch
       started = time.perf_counter()
       stream = data.train_batches(config, local_batch_size=batch_size, seed=0)
       for _ in range(warmup):
@@ -52,57 +56,47 @@ def input_benchmark(datasets: list[str], *, batch_size: int, batches: int, warmu
       for _ in range(batches):
         batch = next(stream)
       elapsed = time.perf_counter() - started
-    source = 'real (offline)' if not mocked else 'tfds.testing.mock_data'
-    if mocked and jpegs is not None:
-      sizes = np.array([_jpeg_shape(j) for j in jpegs])
-      source += (f' with {len(jpegs)} synthetic JPEGs, mean {sizes[:, 1].mean():.0f}×{sizes[:, 0].mean():.0f}, '
-                 f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} kB')
-    row = {'dataset': name, 'source': source, 'cores': len(os.sched_getaffinity(0)),
-           'image_shape': list(batch['image'].shape[1:]), 'batch_size': batch_size, 'batches': batches,
-           'startup_s': startup_s, 'images_per_s': batch_size * batches / elapsed}
-    log(f'[input] {name}: {row["images_per_s"]:,.0f} images/s')
+    cores = len(os.sched_getaffinity(0))
+    row = {'dataset': name, 'source': source, 'cores': cores, 'threads': config.input_threads or cores,
+           'image_shape': list(batch['image'].shape[1:]), 'dtype': str(batch['image'].dtype),
+           'batch_size': batch_size, 'batches': batches, 'startup_s': startup_s,
+           'images_per_s': batch_size * batches / elapsed}
+    log(f'[input] {name}: {row["images_per_s"]:,.0f} images/s on {cores} core(s)')
     rows.append(row)
   return rows
 
 
-def _write_mock_metadata(tfds, data_dir, name, split_sizes):
-  """The dataset_info of `name` with these split sizes, which `mock_data(policy=USE_FILES)` reads."""
-  builder = tfds.builder(name, data_dir=data_dir)
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[size], num_bytes=0) for split, size in split_sizes.items()]))
-  os.makedirs(builder.data_dir, exist_ok=True)
-  builder.info.write_to_directory(builder.data_dir)
+def _source(name, scratch, data_dir, examples, jpegs) -> tuple[str, str]:
+  """(config.dataset, a description) of the source `name`, generated in `scratch` unless prepared in data_dir."""
+  from multimix_jax import datasets  # pylint: disable=g-import-not-at-top
+  from multimix_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from multimix_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  if name == 'digits':
+    return name, 'real (scikit-learn, in memory)'
+  if name == 'folder':
+    per_class = max(1, examples // _FOLDER_CLASSES)
+    root = synthetic.write_folder(os.path.join(scratch, 'folder'), classes=[f'c{i}' for i in range(_FOLDER_CLASSES)],
+                                  per_class=(per_class, 1), images=jpegs)
+    return root, f'{per_class * _FOLDER_CLASSES} JPEG files in class folders ({_describe(jpegs)})'
+  if data_dir:
+    try:
+      prepare.find_prepared(name, data_dir)
+      return name, f'real (prepared in {data_dir})'
+    except prepare.DatasetNotFoundError:
+      pass
+  eval_split = datasets.DATASETS[name].eval_split
+  if name == 'imagenet2012':
+    cycle = itertools.cycle(jpegs)
+    images = lambda rng, shape, kind: next(cycle)
+    synthetic.prepare_catalog(name, scratch, {'train': examples, eval_split: 8}, images=images)
+    return name, f'ArrayRecord, {examples} records cycling through {_describe(jpegs)}'
+  synthetic.prepare_catalog(name, scratch, {'train': examples, eval_split: 8})
+  return name, f'ArrayRecord, {examples} generated images (decoded into memory at start-up)'
 
 
-# ImageNet's training images: about 400×350 pixels on average, JPEG quality about 90, 110 kB.
-IMAGENET_MEAN_SIZE = (350, 400)  # (H, W)
-
-
-def synthetic_jpegs(count: int, *, seed: int = 0, quality: int = 90) -> list[bytes]:
-  """`count` JPEGs of ImageNet's size distribution around IMAGENET_MEAN_SIZE (±25% per side), encoded at
-  `quality`, with smooth content plus fine noise so that they compress as photographs do (not as flat colour)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(count):
-    height, width = (int(s * rng.uniform(0.75, 1.25)) for s in IMAGENET_MEAN_SIZE)
-    coarse = rng.uniform(0, 255, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-    image = tf.image.resize(coarse, (height, width), method='bicubic').numpy()
-    image += rng.normal(0, 25, image.shape)
-    out.append(tf.io.encode_jpeg(np.clip(image, 0, 255).astype(np.uint8), quality=quality).numpy())
-  return out
-
-
-def _jpeg_shape(jpeg: bytes) -> tuple[int, int]:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tuple(int(v) for v in tf.image.extract_jpeg_shape(jpeg)[:2])
-
-
-def _jpeg_dataset(jpegs, num_examples, *args, **kwargs):
-  """`builder.as_dataset` under mock_data: `num_examples` records cycling through `jpegs`, as JPEG bytes (the
-  pipeline skips TFDS's decoding for ImageNet and decodes only the crop)."""
-  del args, kwargs  # the builder's split, decoders and read config: one stream serves every split
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  images = tf.constant(jpegs)
-  return tf.data.Dataset.range(num_examples).map(
-      lambda i: {'image': images[i % len(jpegs)], 'label': tf.cast(i % 1000, tf.int64)})
+def _describe(jpegs) -> str:
+  from multimix_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  sizes = np.array([transforms.encoded_size(j) for j in jpegs])
+  return (f'{len(jpegs)} synthetic JPEGs, mean {sizes[:, 1].mean():.0f}×{sizes[:, 0].mean():.0f}, '
+          f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} kB')

@@ -205,7 +205,7 @@ def markdown_report(report: dict) -> str:
     parts.append('')
   if report.get('input'):
     parts += ['#### Input pipeline (per host)', '',
-              '| dataset | source | image shape | batch | cores | images/s | images/s per core | start-up (s) |',
+              '| source | data | image shape | batch | cores | images/s | images/s per core | start-up (s) |',
               '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |']
     parts += [f"| {r['dataset']} | {r['source']} | {'×'.join(map(str, r['image_shape']))} | {r['batch_size']} | "
               f"{r['cores']} | {r['images_per_s']:,.0f} | {r['images_per_s'] / r['cores']:,.0f} | "
