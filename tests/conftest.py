@@ -68,3 +68,36 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep('-', f"fidelity (our weights copied into PyTorch reference networks): {counts}")
     for nodeid, outcome in sorted(outcomes.items()):
       terminalreporter.write_line(f'{outcome.upper():8} {nodeid}')
+
+
+@pytest.fixture(scope='session')
+def torchvision_transforms():
+  """torchvision's own Python transforms (torchvision.transforms and .v2.functional), loaded without its compiled
+  operators, which the PyPI wheel builds against a CUDA torch.
+
+  Skipped where torch or torchvision is not installed; with MULTIMIX_REQUIRE_TORCH=1 (as CI sets it) a missing one
+  fails those tests instead, as for the `torch` fixture.
+  """
+  import importlib.machinery  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  required = os.environ.get('MULTIMIX_REQUIRE_TORCH') == '1'
+  if not required:
+    pytest.importorskip('torch')
+  spec = importlib.util.find_spec('torchvision')
+  if spec is None:
+    if required:
+      raise ModuleNotFoundError('torchvision is not installed (MULTIMIX_REQUIRE_TORCH=1)')
+    pytest.skip('torchvision is not installed')
+  if 'torchvision' not in sys.modules:
+    # A bare package in place of torchvision/__init__.py, which loads the compiled operators.
+    root = os.path.dirname(spec.origin)
+    package = types.ModuleType('torchvision')
+    package.__path__ = [root]
+    package.__spec__ = importlib.machinery.ModuleSpec('torchvision', None, is_package=True)
+    package.__spec__.submodule_search_locations = [root]
+    sys.modules['torchvision'] = package
+  import torchvision.transforms as T  # pylint: disable=g-import-not-at-top
+  from torchvision.transforms.v2 import functional as F  # pylint: disable=g-import-not-at-top
+  return types.SimpleNamespace(T=T, F=F)
