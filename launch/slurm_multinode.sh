@@ -7,7 +7,7 @@
 #
 # Partition, account, GPUs and CPUs per node are sbatch options (your cluster's names), not written here.
 # Install first, once, on a filesystem every node sees, from the repository root (Python 3.11 or 3.12):
-#   python3 -m venv .venv && .venv/bin/pip install -c launch/constraints.txt -e '.[cuda]'   # '.[cuda13]': CUDA 13
+#   python3 -m venv .venv && .venv/bin/pip install -c launch/constraints.txt -e '.[train,cuda]'   # 'train,cuda13': CUDA 13
 # Submit from the repository root (or set REPO). WORKDIR and DATA_DIR must be on a filesystem every node sees;
 # every host checks at start that it sees the same workdir state as process 0.
 # Resuming: submit the same command again (same WORKDIR); it continues from the latest checkpoint. The job does it

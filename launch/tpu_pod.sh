@@ -121,7 +121,7 @@ setup() {
     mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
     python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
     ~/.local/bin/uv venv --quiet --allow-existing --python $PYTHON_VERSION .venv
-    ~/.local/bin/uv pip install --quiet --python .venv/bin/python -c launch/constraints.txt -e '.[tpu]'
+    ~/.local/bin/uv pip install --quiet --python .venv/bin/python -c launch/constraints.txt -e '.[train,tpu]'
     ${LIBTPU_VERSION:+~/.local/bin/uv pip install --quiet --python .venv/bin/python libtpu==$LIBTPU_VERSION}
     .venv/bin/python -c 'import importlib.metadata as m, jax, multimix_jax; print(\"jax\", jax.__version__, \"libtpu\", m.version(\"libtpu\"))'"
 }

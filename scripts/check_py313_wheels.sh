@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shows that every dependency range of setup.py resolves to a wheel for Python 3.13 (Colab's Python), where no
+# Shows that every dependency range of setup.py (the pure functions' and the trainer's) resolves to a wheel for Python 3.13 (Colab's Python), where no
 # 3.13 interpreter is at hand: `pip download --only-binary=:all: --python-version 3.13 --no-deps` of each range,
 # from PyPI alone (--isolated: no local pip configuration, mirror or constraints). Prints the wheel each range
 # resolves to; exits 1 if a range has none. jax's range is also checked for jaxlib, its compiled half (jax itself
@@ -19,7 +19,8 @@ import ast
 
 tree = ast.parse(open('setup.py', encoding='utf-8').read())
 for node in tree.body:
-  if isinstance(node, ast.Assign) and any(getattr(t, 'id', '') == 'INSTALL_REQUIRES' for t in node.targets):
+  if isinstance(node, ast.Assign) and any(getattr(t, 'id', '') in ('INSTALL_REQUIRES', 'TRAIN_REQUIRES')
+                                          for t in node.targets):
     for requirement in ast.literal_eval(node.value):
       print(requirement)
       if requirement.startswith('jax>') or requirement.startswith('jax='):
@@ -27,7 +28,7 @@ for node in tree.body:
 PY
 )
 if [ "${#requirements[@]}" -eq 0 ]; then
-  echo "error: no INSTALL_REQUIRES found in setup.py" >&2
+  echo "error: no INSTALL_REQUIRES or TRAIN_REQUIRES found in setup.py" >&2
   exit 2
 fi
 

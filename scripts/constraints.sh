@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes launch/constraints.txt: every package version of the environment the test suite passed in, so that every
 # TPU host (`launch/tpu_pod.sh setup`) and every SLURM node installs the same, tested versions:
-#   pip install -c launch/constraints.txt -e '.[tpu]'
+#   pip install -c launch/constraints.txt -e '.[train,tpu]'
 # Run it in that environment (Linux x86-64, the Python it names), at the repository root, once the suite passes there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -53,7 +53,7 @@ def test_tpu_pod_dry_run_prints_the_queued_resource_and_per_device_batch():
   # told otherwise.
   setup = tpu_pod('setup', LIBTPU_VERSION='0.0.47', ACCELERATOR_TYPE='v5litepod-16')
   assert setup.returncode == 0, setup.stderr
-  assert "-c launch/constraints.txt -e \\'.[tpu]\\'\\n" in setup.stdout and 'libtpu==0.0.47' in setup.stdout
+  assert "-c launch/constraints.txt -e \\'.[train,tpu]\\'\\n" in setup.stdout and 'libtpu==0.0.47' in setup.stdout
   assert 'libtpu==' not in tpu_pod('setup', ACCELERATOR_TYPE='v5litepod-16').stdout
   assert 'libtpu==0.0.52' in tpu_pod('setup', ACCELERATOR_TYPE='v6e-16').stdout
   assert 'libtpu==' not in tpu_pod('setup', ACCELERATOR_TYPE='v6e-16', LIBTPU_VERSION='').stdout
@@ -237,8 +237,10 @@ def test_constraints_pin_versions_inside_the_ranges_of_setup_py():
   sys.path.insert(0, REPO)
   try:
     setup_text = pathlib.Path(REPO, 'setup.py').read_text()
-    requires = re.findall(r"^\s+'([^']+)',", setup_text[setup_text.index('INSTALL_REQUIRES'):setup_text.index(']')],
-                          re.MULTILINE)
+    requires = []
+    for name in ('INSTALL_REQUIRES', 'TRAIN_REQUIRES'):  # the pure functions, and the trainer
+      start = setup_text.index(f'{name} = [')
+      requires += re.findall(r"^\s+'([^']+)',", setup_text[start:setup_text.index(']', start)], re.MULTILINE)
   finally:
     sys.path.remove(REPO)
   assert len(requires) > 10

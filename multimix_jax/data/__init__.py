@@ -4,20 +4,26 @@
 sub-folders), `pipeline` turns it into uint8 host batches (decode, crop, flip), `device_augment` normalises and
 augments them inside the jitted step, `prepare` prepares a TFDS dataset once (`python -m
 multimix_jax.data.prepare`), `transforms` holds the host's image operations.
+
+The names below are imported on first use, so that `from multimix_jax.data import device_augment` (the step's
+augmentation, which the benchmark and the preflight compile) does not import TFDS or grain.
 """
 
 import dataclasses
+import importlib
 
-from multimix_jax.data.pipeline import eval_batches
-from multimix_jax.data.pipeline import train_batches
-from multimix_jax.data.prepare import DatasetError
-from multimix_jax.data.prepare import DatasetNotFoundError
-from multimix_jax.data.sources import Data
-from multimix_jax.data.sources import DataError
-from multimix_jax.data.sources import resolve
-from multimix_jax.data.transforms import RESIZE_METHODS
-from multimix_jax.datasets import DATASETS
-from multimix_jax.datasets import SUPPORTED_DATASETS
+_LAZY = {
+    'train_batches': 'pipeline', 'eval_batches': 'pipeline',
+    'resolve': 'sources', 'Data': 'sources', 'DataError': 'sources',
+    'DatasetError': 'prepare', 'DatasetNotFoundError': 'prepare',
+    'RESIZE_METHODS': 'transforms',
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,7 @@ def dataset_info(config) -> DatasetInfo:
     ValueError: a config value the data contradict (DataError: data that cannot be trained on).
     DatasetNotFoundError: a TFDS dataset not prepared in `config.data_dir`; the message gives the command.
   """
-  data = resolve(config)
+  from multimix_jax.data import sources  # pylint: disable=g-import-not-at-top
+  data = sources.resolve(config)
   return DatasetInfo(num_classes=data.num_classes, num_train=len(data.train), num_eval=len(data.eval),
                      image_shape=data.image_shape, class_names=data.class_names)

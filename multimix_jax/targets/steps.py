@@ -15,7 +15,6 @@ from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import step as step_lib
 from multimix_jax.data import device_augment
-from multimix_jax.data import sources
 from multimix_jax.targets import compile as compile_lib
 from multimix_jax.targets import hardware
 from multimix_jax.targets import report
@@ -48,6 +47,7 @@ def compile_branches(config, target: hardware.Target, branches, *, with_eval=Fal
   """The train steps of `branches` (schedule entries built from `config`), and the eval step if asked, compiled for
   `target` as the trainer would build them from `config`: per-chip rows (`report.chip_row`)."""
   from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its device augmentation
+  from multimix_jax.data import sources  # pylint: disable=g-import-not-at-top  # TFDS: only for a run's dataset
   sources.fill_config(config)  # a named dataset from its table; any other from its data
   image_shape = datasets.image_shape(config)
   augment = train.device_augmentation(config)
