@@ -47,9 +47,10 @@ setuptools.setup(
     extras_require={
         'train': TRAIN_REQUIRES,
         'analysis': ANALYSIS_REQUIRES,
-        # TensorFlow, only to prepare a TFDS catalog dataset whose builder encodes images with it (CIFAR, MNIST-like
-        # datasets): `python -m multimix_jax.data.prepare` says when it is needed.
-        'prepare': TRAIN_REQUIRES + ['tensorflow-cpu>=2.16,<3', 'importlib_resources'],
+        # TensorFlow, only to prepare a TFDS catalog dataset whose builder downloads or encodes with it (ImageNet,
+        # MNIST-like datasets; not CIFAR or Tiny ImageNet): `python -m multimix_jax.data.prepare` says when it is
+        # needed. google-crc32c checks every record when a TFRecord copy is converted.
+        'prepare': TRAIN_REQUIRES + ['tensorflow-cpu>=2.16,<3', 'importlib_resources', 'google-crc32c>=1.5'],
         # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).
         'test': TRAIN_REQUIRES + ANALYSIS_REQUIRES + [
             'pytest>=8', 'pytest-xdist>=3.5', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29',

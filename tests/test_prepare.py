@@ -1,16 +1,21 @@
 """`python -m multimix_jax.data.prepare` and `find_prepared`: TFRecord copies converted record for record (resumed
-after an interruption, a rerun a no-op), Tiny ImageNet from its zip with TensorFlow hidden, the refusals' one line.
+after an interruption, a rerun a no-op), Tiny ImageNet from its zip and CIFAR-10/100 from their TFDS archives with
+TensorFlow hidden, the refusals' one line.
 
 Everything is generated here: no network, no TensorFlow (it is hidden where a test depends on its absence).
 """
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import io
 import os
+import socket
 import struct
 import subprocess
 import sys
+import tarfile
+import urllib.error
 import zipfile
 
 import numpy as np
@@ -20,6 +25,7 @@ from PIL import Image
 from array_record.python import array_record_module
 
 from multimix_jax.data import prepare
+from multimix_jax.data.prepare import cifar
 from multimix_jax.data.prepare import cli as prepare_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -324,10 +330,15 @@ def test_tiny_imagenet_prepares_from_the_zip_without_tensorflow(tmp_path, no_ten
 
 def test_find_prepared_names_the_command(tmp_path, monkeypatch):
   with pytest.raises(prepare.DatasetNotFoundError) as error:
-    prepare.find_prepared('cifar10', str(tmp_path))
-  command = f'python -m multimix_jax.data.prepare --dataset=cifar10 --data_dir={tmp_path}'
+    prepare.find_prepared('mnist', str(tmp_path))
+  command = f'python -m multimix_jax.data.prepare --dataset=mnist --data_dir={tmp_path}'
   assert lines(str(error.value))[-1].strip() == command
   assert "pip install 'multimix_jax[prepare]'" in str(error.value)
+  with pytest.raises(prepare.DatasetNotFoundError) as error:
+    prepare.find_prepared('cifar10', str(tmp_path))
+  assert lines(str(error.value))[-1].strip() == command.replace('mnist', 'cifar10')
+  assert 'TensorFlow' not in str(error.value) and 'cifar-10-binary.tar.gz' in str(error.value)
+  assert os.path.join(str(tmp_path), 'downloads', 'manual') in str(error.value)
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'default'))
   with pytest.raises(prepare.DatasetNotFoundError, match=f'--data_dir={tmp_path / "default"}'):
     prepare.find_prepared('cifar10', None)
@@ -365,9 +376,9 @@ def test_command_refuses_a_catalog_builder_without_tensorflow(tmp_path, launcher
   data_dir = tmp_path / 'data'
   env = hidden_tensorflow_env(tmp_path)
   if launcher == 'module':
-    command = [sys.executable, '-m', 'multimix_jax.data.prepare', '--dataset=cifar10', f'--data_dir={data_dir}']
+    command = [sys.executable, '-m', 'multimix_jax.data.prepare', '--dataset=mnist', f'--data_dir={data_dir}']
   else:
-    command = ['bash', os.path.join(REPO, 'launch', 'prepare_data.sh'), 'cifar10']
+    command = ['bash', os.path.join(REPO, 'launch', 'prepare_data.sh'), 'mnist']
     env.update(DATA_DIR=str(data_dir), PYTHON=sys.executable)
   result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr
@@ -403,3 +414,207 @@ def test_too_little_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
   assert not [n for n in os.listdir(tmp_path / NAME / '1.0.0') if '.array_record' in n]  # nothing written
 
 
+
+
+# CIFAR-10 and CIFAR-100 from their TFDS archives, without TensorFlow.
+
+CIFAR10_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+# The official archives (https://www.cs.toronto.edu/~kriz/cifar.html), binary version: folder, label name files (in
+# the order of the label bytes of a record), batch files of each split.
+FAKE_CIFAR = {
+    'cifar10': dict(folder='cifar-10-batches-bin/', labels={'label': ('batches.meta.txt', CIFAR10_NAMES)},
+                    train=[f'data_batch_{i}.bin' for i in range(1, 6)], test=['test_batch.bin']),
+    'cifar100': dict(folder='cifar-100-binary/', labels={
+        'coarse_label': ('coarse_label_names.txt', [f'superclass_{i}' for i in range(20)]),
+        'label': ('fine_label_names.txt', [f'class_{i}' for i in range(100)])}, train=['train.bin'], test=['test.bin']),
+}
+
+
+def write_fake_cifar(name, directory, records_per_file=3):
+  """`name`'s archive laid out as the official one, with a few random records per batch file.
+
+  Returns (its path, {split: {id: (labels by feature, (32, 32, 3) image)}}), ids numbering a split's records across
+  its files in their order.
+  """
+  spec = FAKE_CIFAR[name]
+  rng = np.random.default_rng(len(name))
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, os.path.basename(cifar.LAYOUTS[name].url))
+  expected = {'train': {}, 'test': {}}
+  with tarfile.open(path, 'w:gz') as tar:
+
+    def add(member, data):
+      info = tarfile.TarInfo(spec['folder'] + member)
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+
+    add('readme.html', b'<html>not read</html>')
+    for file_name, names in spec['labels'].values():
+      add(file_name, ('\n'.join(names) + '\n\n').encode())  # the official files end with an empty line
+    for split in ('train', 'test'):
+      for file_name in spec[split]:
+        records = rng.integers(0, 256, (records_per_file, len(spec['labels']) + 3072), dtype=np.uint8)
+        for k, (_, names) in enumerate(spec['labels'].values()):
+          records[:, k] = rng.integers(0, len(names), records_per_file)
+        add(file_name, records.tobytes())
+        for record in records:
+          labels = {key: int(record[k]) for k, key in enumerate(spec['labels'])}
+          image = record[len(labels):].reshape(3, 32, 32).transpose(1, 2, 0)
+          expected[split][f'{split}_{len(expected[split]):05d}'] = (labels, image)
+  return path, expected
+
+
+def url_info_of(path):
+  with open(path, 'rb') as f:
+    data = f.read()
+  return tfds.core.download.checksums.UrlInfo(size=len(data), checksum=hashlib.sha256(data).hexdigest(),
+                                               filename=os.path.basename(path))
+
+
+def accept(monkeypatch, name, path):
+  """TFDS's size and sha256 of `name`'s URL replaced, in both checks, by those of the fake archive at `path`."""
+  info = url_info_of(path)
+  monkeypatch.setattr(cifar, 'url_info', lambda n: info if n == name else pytest.fail(f'url_info({n!r})'))
+
+
+def mtimes(directory):
+  return {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in os.listdir(directory)}
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+def test_cifar_layout_is_the_installed_tfds_builders(name, tmp_path):
+  builder = tfds.builder(name, data_dir=str(tmp_path))
+  tfds_layout, layout, spec = builder._cifar_info, cifar.LAYOUTS[name], FAKE_CIFAR[name]  # what TFDS's builder reads
+  assert (layout.url, layout.prefix, list(layout.train_files), list(layout.test_files), list(layout.label_files),
+          list(layout.label_keys)) == (tfds_layout.url, tfds_layout.prefix, tfds_layout.train_files,
+                                       tfds_layout.test_files, tfds_layout.label_files, tfds_layout.label_keys)
+  assert (spec['folder'], spec['train'], spec['test'], [f for f, _ in spec['labels'].values()], list(spec['labels'])) \
+      == (tfds_layout.prefix, tfds_layout.train_files, tfds_layout.test_files, tfds_layout.label_files,
+          tfds_layout.label_keys)  # the fake archives are laid out as TFDS reads them
+  assert str(builder.version) == cifar.REPRODUCED_VERSION
+  assert cifar.url_info(name) == type(builder).url_infos[layout.url]  # TFDS's recorded size and sha256
+  assert cifar.url_info(name).filename == os.path.basename(layout.url)
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+def test_cifar_prepares_from_its_archive_without_tensorflow(name, tmp_path, monkeypatch, no_tensorflow):
+  data_dir, manual_dir = str(tmp_path / 'data'), tmp_path / 'manual'
+  path, expected = write_fake_cifar(name, manual_dir)
+  accept(monkeypatch, name, path)
+  reported = []
+  summary = prepare.prepare(name, data_dir, str(manual_dir), report=reported.append)
+  assert len(reported) == 1 and 'without TensorFlow' in reported[0] and f'from {path};' in reported[0]
+  counts = {split: len(examples) for split, examples in sorted(expected.items())}
+  assert summary.endswith(f': {counts}.')
+  spec = FAKE_CIFAR[name]
+  for split, examples in expected.items():
+    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    got = [source[i] for i in range(len(source))]
+    hasher = tfds.core.hashing.Hasher(split)  # TFDS's shuffle: examples sorted by the salted hash of their key
+    assert [e['id'].decode() for e in got] == [f'{split}_{k:05d}' for k in sorted(
+        range(len(examples)), key=hasher.hash_key)]  # key k has id {split}_k, as TFDS's builder yields them
+    for example in got:
+      labels, image = examples[example['id'].decode()]
+      np.testing.assert_array_equal(example['image'], image)
+      assert {key: int(example[key]) for key in labels} == labels
+  prepared, reference = tfds.builder(name, data_dir=data_dir), tfds.builder(name, data_dir=str(tmp_path / 'tfds'))
+  assert prepared.info.features.to_json() == reference.info.features.to_json()  # reference: TFDS's, unprepared
+  assert (prepared.info.module_name, prepared.info.supervised_keys, prepared.info.description) == (
+      reference.info.module_name, reference.info.supervised_keys, reference.info.description)
+  assert prepared.info.download_size == os.path.getsize(path)
+  for key, (_, names) in spec['labels'].items():
+    assert prepared.info.features[key].names == names
+  info = prepare.find_prepared(name, data_dir)
+  assert info == prepare.TfdsInfo(name=name, data_dir=data_dir, num_classes=len(spec['labels']['label'][1]),
+                                  class_names=tuple(spec['labels']['label'][1]), splits=counts, image_shape=(32, 32, 3),
+                                  image_encoding=None, train_split='train', eval_split='test')
+  before = mtimes(prepared.data_path)
+  assert 'nothing to do' in prepare.prepare(name, data_dir, str(manual_dir), report=reported.append)
+  assert mtimes(prepared.data_path) == before and len(reported) == 1
+  assert 'tensorflow' not in sys.modules
+
+
+def test_cifar_archive_must_be_tfds(tmp_path, no_tensorflow):
+  data_dir = str(tmp_path / 'data')
+  write_fake_cifar('cifar10', prepare.manual_dir_of(data_dir))  # the default manual dir; TFDS's checksums, kept
+  reported = []
+  with pytest.raises(prepare.PrepareRefused) as error:
+    prepare.prepare('cifar10', data_dir, report=reported.append)
+  message = str(error.value)
+  assert len(lines(message)) == 1 and 'is not the archive TFDS knows' in message and 'sha256' in message
+  assert cifar.url_info('cifar10').checksum in message and cifar.LAYOUTS['cifar10'].url in message
+  assert len(reported) == 1  # the plan, then the refusal
+  assert not os.path.exists(os.path.join(data_dir, 'cifar10'))
+
+
+def test_cifar_downloads_its_archive_once(tmp_path, monkeypatch, no_tensorflow):
+  source, expected = write_fake_cifar('cifar100', tmp_path / 'server')
+  accept(monkeypatch, 'cifar100', source)
+  with open(source, 'rb') as f:
+    served = [f.read()[:-1]]  # first a truncated download
+  urls = []
+
+  def urlopen(url, timeout):
+    del timeout
+    urls.append(url)
+    return io.BytesIO(served[-1])
+
+  monkeypatch.setattr(cifar.urllib.request, 'urlopen', urlopen)
+  data_dir = str(tmp_path / 'data')
+  downloads = os.path.join(data_dir, 'downloads')
+  with pytest.raises(prepare.PrepareRefused, match='download of .* is not the archive TFDS knows'):
+    prepare.prepare('cifar100', data_dir, report=lambda line: None)
+  assert not any(files for _, _, files in os.walk(downloads))  # nothing kept of a bad download
+  served.append(served[0] + open(source, 'rb').read()[-1:])
+  reported = []
+  prepare.prepare('cifar100', data_dir, report=reported.append)
+  assert f'downloading {cifar.LAYOUTS["cifar100"].url} into {downloads}/' in reported[0]
+  assert [files for _, _, files in os.walk(downloads)] == [['cifar-100-binary.tar.gz'], []]  # and TFDS's extracted/
+  assert prepare.find_prepared('cifar100', data_dir).splits == {'test': 3, 'train': 3}
+  tfds.builder('cifar100', data_dir=data_dir).data_path.rmtree()
+  prepare.prepare('cifar100', data_dir, report=reported.append)  # prepared again from the archive downloaded
+  assert urls == 2 * [cifar.LAYOUTS['cifar100'].url] and f'from {downloads}/cifar-100-binary.tar.gz' in reported[1]
+  train = tfds.data_source('cifar100', split='train', data_dir=data_dir)
+  assert sorted(train[i]['id'].decode() for i in range(len(train))) == sorted(expected['train'])
+
+
+def test_cifar_offline_is_one_error_line(tmp_path, monkeypatch, capsys, no_tensorflow):
+  def offline(url, timeout):
+    raise urllib.error.URLError(socket.gaierror(-2, 'Name or service not known'))
+
+  monkeypatch.setattr(cifar.urllib.request, 'urlopen', offline)
+  data_dir = tmp_path / 'data'
+  with pytest.raises(SystemExit) as exit_:
+    prepare_cli.run(['prepare', '--dataset=cifar10', f'--data_dir={data_dir}'])
+  assert exit_.value.code == 2
+  captured = capsys.readouterr()
+  assert error_lines(captured.err) == lines(captured.err) and len(lines(captured.err)) == 1
+  assert f'could not download {cifar.LAYOUTS["cifar10"].url}' in captured.err
+  assert f'place cifar-10-binary.tar.gz (not extracted) in {data_dir / "downloads" / "manual"}/' in captured.err
+  assert lines(captured.out)[0].startswith('Preparing cifar10 in')  # the plan came first
+  assert not any(files for _, _, files in os.walk(data_dir))  # nothing written
+
+
+def test_cifar_command_without_tensorflow(tmp_path):
+  data_dir, manual_dir = tmp_path / 'data', tmp_path / 'manual'
+  path, _ = write_fake_cifar('cifar10', manual_dir)
+  env = hidden_tensorflow_env(tmp_path)
+  argv = ['--dataset=cifar10', f'--data_dir={data_dir}', f'--manual_dir={manual_dir}']
+
+  def run(*command):
+    return subprocess.run([sys.executable, *command, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+  refused = run('-m', 'multimix_jax.data.prepare')  # TFDS's checksums: the fake archive is not the real one
+  assert refused.returncode == 2 and len(error_lines(refused.stderr)) == 1 and 'sha256' in refused.stderr
+  info = url_info_of(path)
+  accepted = run('-c', '; '.join([  # the same command, with the fake archive's checksum in place of TFDS's
+      'import runpy', 'from tensorflow_datasets.core.download import checksums',
+      'from multimix_jax.data.prepare import cifar',
+      f'cifar.url_info = lambda name: checksums.UrlInfo(size={info.size}, checksum={info.checksum!r}, '
+      f'filename={info.filename!r})',
+      "runpy.run_module('multimix_jax.data.prepare', run_name='__main__')"]))
+  assert accepted.returncode == 0, accepted.stderr
+  assert lines(accepted.stdout)[-1] == (f'cifar10 prepared as ArrayRecord in {data_dir}/cifar10/3.0.2: '
+                                        "{'test': 3, 'train': 15}.")
+  assert len(tfds.data_source('cifar10', split='train', data_dir=str(data_dir))) == 15

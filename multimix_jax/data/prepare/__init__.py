@@ -14,16 +14,21 @@ One command for every dataset; what it does depends on what `data_dir` already h
   `convert_format` does: `tfds.data_source` then reads the new files, `tf.data` readers still the old ones.
 - Otherwise built by its TFDS builder with `file_format='array_record'`: `tiny_imagenet` from
   `<manual_dir>/tiny-imagenet-200.zip`, `imagenet2012` from `ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar`
-  in the manual dir (default `<data_dir>/downloads/manual`), any other TFDS catalog name by downloading it.
+  in the manual dir (default `<data_dir>/downloads/manual`), `cifar10` and `cifar100` from their TFDS archive
+  (`cifar-10-binary.tar.gz`, `cifar-100-binary.tar.gz`) found in the manual dir or downloaded (see `cifar`), any
+  other TFDS catalog name by downloading it.
 
-TensorFlow is needed only to build a TFDS catalog dataset (`pip install 'multimix_jax[prepare]'`). The decision is
-by name, not by probing a builder: TFDS's download and extraction write files through `tf.io.gfile`
-(tensorflow_datasets/core/download/extractor.py), the catalog's NumPy-image builders (cifar10, mnist,
+TensorFlow is needed only to build a TFDS catalog dataset (`pip install 'multimix_jax[prepare]'`) other than
+cifar10 and cifar100. The decision is by name, not by probing a builder: TFDS's download and extraction write files
+through `tf.io.gfile` (tensorflow_datasets/core/download/extractor.py), the catalog's NumPy-image builders (mnist,
 svhn_cropped, ...) are encoded with `tf.image.encode_png`, and imagenet2012's builder finds its tars with
 `tf.io.gfile` and re-encodes its CMYK and PNG images with `tf.image`. So every builder outside `TF_FREE_BUILDERS`
-(this project's builders that yield encoded bytes read from a local file; tests/test_prepare.py prepares each with
-TensorFlow hidden) is refused up front, in one `error:` line, when `import tensorflow` fails. Conversion never
-needs it.
+is refused up front, in one `error:` line, when `import tensorflow` fails. Conversion never needs it.
+`TF_FREE_BUILDERS` are this project's builders that yield encoded bytes read from a local file, and TFDS's cifar10
+and cifar100 builders with their two TensorFlow steps (extracting the tar.gz, encoding NumPy images) replaced by
+`tarfile` and Pillow (`cifar.builder`): the same dataset as TFDS's, PNG bytes aside. These two take that path
+whether TensorFlow is installed or not, so that every machine writes the same files. tests/test_prepare.py prepares
+each with TensorFlow hidden.
 
 Interruptions: a conversion writes each shard under a temporary name and renames it once complete and counted, so
 a rerun skips the finished shards and starts the others over; dataset_info.json changes last. A TFDS build writes
@@ -49,13 +54,15 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import dataset_info as dataset_info_lib
 
 from multimix_jax.data import tiny_imagenet  # registers the 'tiny_imagenet' builder
+from multimix_jax.data.prepare import cifar
 
 COMMAND = 'python -m multimix_jax.data.prepare'
 PREPARE_EXTRA = "pip install 'multimix_jax[prepare]'"
 ARRAY_RECORD = tfds.core.FileFormat.ARRAY_RECORD
 TFRECORD = tfds.core.FileFormat.TFRECORD
-# Builders that prepare without TensorFlow: they yield encoded image bytes read from a local file.
-TF_FREE_BUILDERS = frozenset({'tiny_imagenet'})
+# Builders that prepare without TensorFlow: they yield encoded image bytes read from a local file (cifar10 and
+# cifar100: TFDS's builders with the archive read by tarfile and the images encoded by Pillow, see `cifar`).
+TF_FREE_BUILDERS = frozenset({'tiny_imagenet', *cifar.LAYOUTS})
 # Datasets built from files the user downloads by hand: name -> (files in the manual dir, where to get them).
 MANUAL_FILES = {
     'tiny_imagenet': ((tiny_imagenet.ARCHIVE,), f'http://cs231n.stanford.edu/{tiny_imagenet.ARCHIVE}'),
@@ -196,6 +203,8 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None = None, *,
 def _build(name, data_dir, manual_dir, report) -> str:
   base = _base(name)
   manual = manual_dir or manual_dir_of(data_dir)
+  if base in cifar.LAYOUTS:
+    return _build_cifar(name, data_dir, manual, report)
   needed = None
   if base in MANUAL_FILES:
     files, source = MANUAL_FILES[base]
@@ -224,6 +233,39 @@ def _build(name, data_dir, manual_dir, report) -> str:
   config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
   builder.download_and_prepare(download_config=config)
   splits = {split: info.num_examples for split, info in sorted(builder.info.splits.items())}
+  return f'{name} prepared as ArrayRecord in {builder.data_path}: {splits}.'
+
+
+def _build_cifar(name, data_dir, manual, report) -> str:
+  """cifar10 / cifar100 without TensorFlow (see `cifar`): the archive found or downloaded, checked, then built."""
+  base = _base(name)
+  installed = tfds.builder_cls(base).VERSION
+  if str(installed) != cifar.REPRODUCED_VERSION:
+    raise PrepareRefused(f'the installed tensorflow-datasets builds {base} {installed}, but this command reproduces '
+                         f'{base} {cifar.REPRODUCED_VERSION} only; install tensorflow-datasets 4.9.x.')
+  downloads = os.path.join(data_dir, 'downloads')
+  expected = cifar.url_info(base)
+  archive = cifar.find_archive(base, manual, downloads)
+  with _quiet():
+    builder = cifar.builder(base, data_dir, version=name.partition(':')[2] or None)
+  prepared = int(expected.size)  # PNG-encoded images take about as much as the archive
+  if archive is None:
+    source, needed = f'downloading {cifar.LAYOUTS[base].url} into {downloads}/', 2 * prepared
+    what = f'about {_size(needed)} (download {_size(prepared)}, prepared about as much)'
+  else:
+    source, needed = f'from {archive}', prepared
+    what = f'about {_size(needed)}'
+  report(f'Preparing {name} in {builder.data_path} as ArrayRecord without TensorFlow, {source}; disk needed: {what}.')
+  _check_disk(needed, data_dir, f'preparing {name}')
+  try:
+    if archive is None:
+      archive = cifar.download_archive(base, downloads, manual)
+    else:
+      cifar.check_archive(base, archive)
+  except cifar.ArchiveError as e:
+    raise PrepareRefused(str(e)) from None
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(archive.parent)))
+  splits = {str(split): info.num_examples for split, info in sorted(builder.info.splits.items())}
   return f'{name} prepared as ArrayRecord in {builder.data_path}: {splits}.'
 
 
@@ -411,6 +453,9 @@ def _how_to_prepare(name, data_dir) -> str:
     need = '' if base in TF_FREE_BUILDERS else f' (needs TensorFlow: {PREPARE_EXTRA})'
     return (f'Download {" and ".join(files)} from {source}, place {"them" if len(files) > 1 else "it"}, not '
             f'extracted, in\n  {manual_dir_of(data_dir)}/\nthen prepare it once{need} with\n  {command}')
+  if base in cifar.LAYOUTS:
+    return (f'Prepare it once (downloads {cifar.LAYOUTS[base].url}; offline, place that file, not extracted, in '
+            f'{manual_dir_of(data_dir)}/ first) with\n  {command}')
   need = '' if base in TF_FREE_BUILDERS else f' (needs TensorFlow: {PREPARE_EXTRA})'
   return f'Prepare it once (downloads it){need} with\n  {command}'
 
