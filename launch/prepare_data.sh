@@ -10,9 +10,8 @@
 # DATA_DIR/downloads/manual/ (or MANUAL_DIR); imagenet2012 needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar
 # there (from https://image-net.org, an account is needed; preparing takes hours and ~150 GB). Building a TFDS
 # catalog dataset needs TensorFlow (pip install 'multimix_jax[prepare]'); cifar10, cifar100 and tiny_imagenet do
-# not. A dataset already
-# prepared as TFRecord in DATA_DIR (an older TFDS or tf.data setup) is converted in place instead, without
-# TensorFlow or downloading. Rerunning after an interruption resumes; on a prepared dataset it does nothing. Run it
+# not. A dataset already prepared as TFRecord in DATA_DIR (an older TFDS or tf.data setup) is converted in place
+# instead, without TensorFlow or downloading. Rerunning after an interruption resumes; on a prepared dataset it does nothing. Run it
 # on one machine only: hosts preparing the same DATA_DIR at once would race.
 set -euo pipefail
 
