@@ -9,11 +9,11 @@ decoded into memory once per process; larger ones stay encoded and are decoded, 
 
 import concurrent.futures
 import dataclasses
-import functools
 import json
 import os
 
 import numpy as np
+from absl import logging
 
 from multimix_jax import datasets
 from multimix_jax.data import prepare
@@ -71,8 +71,15 @@ class Data:
 def resolve(config) -> Data:
   """Opens `config.dataset` and fills the config keys left to the data; raises DataError, ValueError (a config value
   the data contradict) or prepare.DatasetNotFoundError, each with one message."""
-  data = _open(config.dataset, config.data_dir, _overrides(config))
+  given = (config.dataset, config.data_dir, _overrides(config))
+  data = _OPENED.get(given)
+  if data is None:
+    if len(_OPENED) >= _MAX_OPENED:
+      _OPENED.clear()
+    data = _open(*given)
   _fill(config, data.spec, data.image_size)
+  # Under the filled config too: the trainer's later calls (training and evaluation batches) find it decoded.
+  _OPENED[given] = _OPENED[(config.dataset, config.data_dir, _overrides(config))] = data
   return data
 
 
@@ -97,7 +104,12 @@ def _overrides(config) -> str:
   return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in keys.items()}, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=2)  # the run's dataset, decoded once per process (evaluation reopens it every time)
+# Datasets opened in this process, by (dataset, data_dir, the config keys of `_overrides`): the run's is decoded
+# once, though training and every evaluation resolve it again.
+_OPENED: dict[tuple, Data] = {}
+_MAX_OPENED = 8
+
+
 def _open(name: str, data_dir: str | None, overrides: str) -> Data:
   given = json.loads(overrides)
   if name in datasets.DATASETS:  # a named dataset's classes and size are known: refuse a contradiction before reading
@@ -269,6 +281,8 @@ def _folder(name):
     raise DataError(f'dataset={name}: {eval_dirs[0]} has classes that {train_dir} lacks: {unknown[:5]}; every '
                     'evaluation class must have training images.')
   index = {c: i for i, c in enumerate(class_names)}
+  logging.info('%s: %d training and %d evaluation images in %d classes; reading every header.', root,
+               len(train_paths), len(eval_paths), len(class_names))
   sizes = _image_sizes(train_paths + eval_paths)
   entry, size = datasets.by_rule(sizes[:len(train_paths)], 3)
   return (entry, size, len(class_names), class_names,
