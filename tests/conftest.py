@@ -83,7 +83,9 @@ def torchvision_transforms():
   import sys  # pylint: disable=g-import-not-at-top
   import types  # pylint: disable=g-import-not-at-top
   required = os.environ.get('MULTIMIX_REQUIRE_TORCH') == '1'
-  if not required:
+  if required:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  else:
     pytest.importorskip('torch')
   spec = importlib.util.find_spec('torchvision')
   if spec is None:
