@@ -300,6 +300,15 @@ def test_bad_folders_get_one_clear_error(tmp_path, damage, message):
   assert '\n' not in str(error.value)
 
 
+def test_large_images_of_one_size_train_at_that_size_when_asked(tmp_path):
+  root = fake_data.write_folder(tmp_path / 'd', per_class=(4, 2), size=(100, 100), kind='jpeg')
+  config = make_config(dataset=root, **{'augment.crop': 'pad_crop_flip'})
+  assert data.dataset_info(config).image_shape == (100, 100, 3) and config.image_size == 100
+  assert train(config, 1, local_batch_size=4)[0]['image'].shape == (4, 100, 100, 3)
+  with pytest.raises(ValueError, match='image_size=96 but .* images are 100x100 and are not resized'):
+    data.dataset_info(make_config(dataset=root, image_size=96, **{'augment.crop': 'pad_crop_flip'}))
+
+
 def test_images_of_several_sizes_refuse_to_train_at_their_own_size(tmp_path):
   root = fake_data.write_folder(tmp_path / 'd', per_class=(4, 2), size=(30, 30), vary=2)
   config = make_config(dataset=root, **{'augment.crop': 'pad_crop_flip'})

@@ -129,6 +129,12 @@ def _open(name: str, data_dir: str | None, overrides: str) -> Data:
       raise DataError(f'dataset={name}: augment.crop={spec.crop!r} trains on the images at their own size, which '
                       f'must be one square size, not {sorted(s[:2] for s in shapes)}: use '
                       "--config.augment.crop=random_resized_crop.")
+    native = train.images.shape[1]
+    if given['image_size'] not in (None, native):
+      raise ValueError(f'image_size={given["image_size"]} but {name} images are {native}x{native} and are not '
+                       f'resized (augment.crop={spec.crop!r}); set --config.image_size={native}, or resize them with '
+                       '--config.augment.crop=random_resized_crop.')
+    size = native
   return Data(name, spec, size, num_classes, class_names, train, evaluation)
 
 
