@@ -4,6 +4,7 @@ which need Colab or a browser, are skipped); the committed copies are what a use
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,7 @@ def test_committed_notebooks_hold_the_users_parameters_and_open_in_colab(path):
   assert all(not c.outputs for c in notebook.cells if 'timing' in c.metadata.get('tags', []))
   code = '\n'.join(c.source for c in notebook.cells if c.cell_type == 'code')
   assert 'YOUR_ACCOUNT' not in code and 'tensorboard.backend' not in code
+  assert not re.search(r'tensorflow(?!_datasets)', code), 'a notebook installs or imports TensorFlow'
 
 
 def test_a_run_that_leaves_its_parameters_is_caught(tmp_path):

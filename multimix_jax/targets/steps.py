@@ -84,7 +84,6 @@ def preflight(config, target_name: str, log=print) -> dict:
   from multimix_jax import train  # pylint: disable=g-import-not-at-top  # its validate_config
   target = hardware.resolve(target_name)
   train.validate_config(config, target.num_devices, target.hosts)
-  sources.fill_config(config)  # a named dataset from its table; any other from its data
   started = time.perf_counter()
   rows = compile_branches(config, target, methods.METHODS[config.method](config), with_eval=True, log=log)
   parallelism = '' if config.parallelism == 'shard_map' else ' (compiled with shard_map: pmap maps the same step)'
