@@ -143,8 +143,9 @@ def main(argv):
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (train.RunError, data.DatasetNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  except (train.RunError, data.DatasetNotFoundError) as e:  # a refusal before any work exits 2, as a bad flag does
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(getattr(e, 'exit_status', 2))
   except Exception:  # pylint: disable=broad-except  (a collective that failed because another process was lost?)
     if relay is None:
       raise

@@ -1,0 +1,116 @@
+"""Resuming from the newest checkpoint that restores; a damaged one is reported, skipped and moved aside.
+
+Orbax commits a step by renaming its temporary folder once every file is written, so a step cut short by a crash
+is never listed. A committed step can still be damaged afterwards (a truncated data file, an overwritten
+`manifest.ocdbt`, a deleted `_METADATA`): `restore_newest` tries the committed steps newest first, reports each
+that fails in one line (which step, what was wrong) and resumes from the newest that restores. Since the trainer
+makes batch k and the step key a pure function of (seed, step), a run resumed from an older step ends as an
+uninterrupted one does.
+
+A damaged step is renamed `<step>.damaged-<UTC time>` in the same folder, never deleted: Orbax lists (and, past
+`keep_checkpoints`, deletes) only folders named by a step number alone, so the renamed one is neither met again
+by a rerun nor removed. Every step newer than the one resumed from goes aside too: the resumed run saves those
+steps again, and Orbax refuses to save a step that exists.
+
+Multi-host: every process tries the steps and the run resumes from the oldest step any of them chose (a step a
+host cannot read is damaged for the run); only process 0 renames.
+"""
+
+import json
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from multimix_jax import errors
+
+DAMAGED = '.damaged-'
+# A manager that only reads: create=False writes nothing (read_only=True would log two warnings per use).
+_READ = ocp.CheckpointManagerOptions(create=False)
+
+
+def committed_steps(directory):
+  """The steps Orbax lists in `directory` (committed ones), newest first; [] when there is none."""
+  directory = epath.Path(directory)
+  if not directory.is_dir():
+    return []
+  with ocp.CheckpointManager(directory, options=_READ) as manager:
+    return sorted(manager.all_steps(), reverse=True)
+
+
+def _why(exc):
+  """What was wrong, in one short line."""
+  text = ' '.join(str(exc).split())
+  return f'{type(exc).__name__}: {text[:300]}{"..." if len(text) > 300 else ""}'
+
+
+def restore_step(directory, step, target):
+  """The state saved at `step`, restored into `target`'s structure; raises if any of it does not restore.
+
+  Besides the arrays, the step's tree metadata (`_METADATA`) must be readable: Orbax's other readers (the analysis,
+  `CheckpointManager.restore(step)` without a target) need it.
+  """
+  with ocp.CheckpointManager(epath.Path(directory), options=_READ) as manager:
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  metadata = epath.Path(directory) / str(step) / 'default' / '_METADATA'
+  try:
+    json.loads(metadata.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f'its tree metadata {metadata} is missing or unreadable ({type(e).__name__})') from e
+  return state
+
+
+def move_aside(directory, step):
+  """Renames `directory/<step>` to `<step>.damaged-<UTC time>` (a name Orbax does not list); returns the new path."""
+  source = epath.Path(directory) / str(step)
+  stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+  destination = source.parent / f'{step}{DAMAGED}{stamp}'
+  suffix = 1
+  while destination.exists():
+    destination = source.parent / f'{step}{DAMAGED}{stamp}-{suffix}'
+    suffix += 1
+  source.rename(destination)
+  return destination
+
+
+def _agree(step):
+  """The smallest of every process's `step`."""
+  if jax.process_count() == 1:
+    return step
+  return int(np.min(multihost_utils.process_allgather(np.asarray(step, np.int64))))
+
+
+def restore_newest(directory, target, log=logging.warning):
+  """(step, state): the newest committed step of `directory` that restores, and its state; (0, target) when the
+  directory holds no step. Raises ConfigError when steps exist and none restores."""
+  directory = epath.Path(directory)
+  steps = committed_steps(directory)
+  chosen, state, problems = 0, target, {}
+  for step in steps:
+    try:
+      state = restore_step(directory, step, target)
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many kinds for one damage)
+      problems[step] = _why(e)
+      log(f'checkpoint step {step} in {directory} does not restore ({problems[step]}); trying an older step.')
+      continue
+    chosen = step
+    break
+  agreed = _agree(chosen)
+  if agreed != chosen:  # another process could not read a newer step: all resume from the same one
+    state = restore_step(directory, agreed, target) if agreed else target
+  newer = [step for step in steps if step > agreed]
+  if newer and jax.process_index() == 0:
+    for step in newer:
+      moved = move_aside(directory, step)
+      log(f'checkpoint step {step} moved aside to {moved} (kept, not deleted); the run resumes from '
+          f'{"step " + str(agreed) if agreed else "the start"}.')
+  if steps and not agreed:
+    raise errors.ConfigError(
+        f'no checkpoint in {directory} restores (' + '; '.join(f'step {s}: {p}' for s, p in problems.items()) +
+        f'); each was moved aside as <step>{DAMAGED}<time>. Rerun the same command to train this run again from '
+        'step 0, or put back a good copy of its checkpoints folder first.')
+  return agreed, state
