@@ -17,6 +17,7 @@ host cannot read is damaged for the run); only process 0 renames.
 """
 
 import json
+import sys
 import time
 
 import jax
@@ -84,6 +85,26 @@ def _agree(step):
   return int(np.min(multihost_utils.process_allgather(np.asarray(step, np.int64))))
 
 
+def quiet_abandoned_io():
+  """Drops the 'Event loop is closed' errors of the reads and writes a failed restore or save left in flight.
+
+  Orbax runs a restore (or a save's writes) on an event loop of its own and closes it when one read or write fails
+  (a damaged file, a full disk); TensorStore then completes the others and their callbacks find the loop closed,
+  each printed as a traceback (through sys.unraisablehook) on top of the one error that matters. Every other
+  unraisable error still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_abandoned_io', False):
+    return
+
+  def hook(unraisable):
+    if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.quiets_abandoned_io = True
+  sys.unraisablehook = hook
+
+
 def restore_newest(directory, target, log=logging.warning):
   """(step, state): the newest committed step of `directory` that restores, and its state; (0, target) when the
   directory holds no step. Raises ConfigError when steps exist and none restores."""
@@ -94,6 +115,7 @@ def restore_newest(directory, target, log=logging.warning):
     try:
       state = restore_step(directory, step, target)
     except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many kinds for one damage)
+      quiet_abandoned_io()
       problems[step] = _why(e)
       log(f'checkpoint step {step} in {directory} does not restore ({problems[step]}); trying an older step.')
       continue
