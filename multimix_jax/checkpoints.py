@@ -12,8 +12,8 @@ A damaged step is renamed `<step>.damaged-<UTC time>` in the same folder, never 
 by a rerun nor removed. Every step newer than the one resumed from goes aside too: the resumed run saves those
 steps again, and Orbax refuses to save a step that exists.
 
-Multi-host: every process tries the steps and the run resumes from the oldest step any of them chose (a step a
-host cannot read is damaged for the run); only process 0 renames.
+Multi-host: process 0 tries the steps, alone, and broadcasts the step it chose; every process restores that step;
+only process 0 renames.
 """
 
 import json
@@ -32,6 +32,9 @@ from multimix_jax import errors
 DAMAGED = '.damaged-'
 # A manager that only reads: create=False writes nothing (read_only=True would log two warnings per use).
 _READ = ocp.CheckpointManagerOptions(create=False)
+# The same, for process 0 alone in a multi-host run (its restore's closing barrier waits for no other process).
+_READ_ALONE = ocp.CheckpointManagerOptions(
+    create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
 
 
 def committed_steps(directory):
@@ -49,13 +52,13 @@ def _why(exc):
   return f'{type(exc).__name__}: {text[:300]}{"..." if len(text) > 300 else ""}'
 
 
-def restore_step(directory, step, target):
+def restore_step(directory, step, target, options=None):
   """The state saved at `step`, restored into `target`'s structure; raises if any of it does not restore.
 
   Besides the arrays, the step's tree metadata (`_METADATA`) must be readable: Orbax's other readers (the analysis,
-  `CheckpointManager.restore(step)` without a target) need it.
+  `CheckpointManager.restore(step)` without a target) need it. `options`: the manager's (every process by default).
   """
-  with ocp.CheckpointManager(epath.Path(directory), options=_READ) as manager:
+  with ocp.CheckpointManager(epath.Path(directory), options=options or _READ) as manager:
     state = manager.restore(step, args=ocp.args.StandardRestore(target))
   metadata = epath.Path(directory) / str(step) / 'default' / '_METADATA'
   try:
@@ -78,13 +81,6 @@ def move_aside(directory, step):
   return destination
 
 
-def _agree(step):
-  """The smallest of every process's `step`."""
-  if jax.process_count() == 1:
-    return step
-  return int(np.min(multihost_utils.process_allgather(np.asarray(step, np.int64))))
-
-
 def quiet_abandoned_io():
   """Drops the 'Event loop is closed' errors of the reads and writes a failed restore or save left in flight.
 
@@ -105,34 +101,41 @@ def quiet_abandoned_io():
   sys.unraisablehook = hook
 
 
+def _newest_that_restores(directory, steps, target, log, options):
+  """(step, state, {step: what was wrong}) for the newest of `steps` that restores; (0, target, ...) if none does."""
+  problems = {}
+  for step in steps:
+    try:
+      return step, restore_step(directory, step, target, options), problems
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many kinds for one damage)
+      quiet_abandoned_io()
+      problems[step] = _why(e)
+      log(f'checkpoint step {step} in {directory} does not restore ({problems[step]}); trying an older step.')
+  return 0, target, problems
+
+
 def restore_newest(directory, target, log=logging.warning):
   """(step, state): the newest committed step of `directory` that restores, and its state; (0, target) when the
   directory holds no step. Raises ConfigError when steps exist and none restores."""
   directory = epath.Path(directory)
   steps = committed_steps(directory)
-  chosen, state, problems = 0, target, {}
-  for step in steps:
-    try:
-      state = restore_step(directory, step, target)
-    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many kinds for one damage)
-      quiet_abandoned_io()
-      problems[step] = _why(e)
-      log(f'checkpoint step {step} in {directory} does not restore ({problems[step]}); trying an older step.')
-      continue
-    chosen = step
-    break
-  agreed = _agree(chosen)
-  if agreed != chosen:  # another process could not read a newer step: all resume from the same one
-    state = restore_step(directory, agreed, target) if agreed else target
-  newer = [step for step in steps if step > agreed]
+  if jax.process_count() == 1:
+    chosen, state, problems = _newest_that_restores(directory, steps, target, log, _READ)
+  else:  # process 0 tries the steps alone (an Orbax restore ends on a barrier of its processes); all restore its pick
+    chosen, problems = 0, {}
+    if jax.process_index() == 0:
+      chosen, _, problems = _newest_that_restores(directory, steps, target, log, _READ_ALONE)
+    chosen = int(multihost_utils.broadcast_one_to_all(np.asarray(chosen, np.int64)))
+    state = restore_step(directory, chosen, target) if chosen else target
+  newer = [step for step in steps if step > chosen]
   if newer and jax.process_index() == 0:
     for step in newer:
       moved = move_aside(directory, step)
       log(f'checkpoint step {step} moved aside to {moved} (kept, not deleted); the run resumes from '
-          f'{"step " + str(agreed) if agreed else "the start"}.')
-  if steps and not agreed:
+          f'{"step " + str(chosen) if chosen else "the start"}.')
+  if steps and not chosen:
+    why = '; '.join(f'step {s}: {p}' for s, p in problems.items()) or 'process 0 logged why'
     raise errors.ConfigError(
-        f'no checkpoint in {directory} restores (' + '; '.join(f'step {s}: {p}' for s, p in problems.items()) +
-        f'); each was moved aside as <step>{DAMAGED}<time>. Rerun the same command to train this run again from '
-        'step 0, or put back a good copy of its checkpoints folder first.')
-  return agreed, state
+        f'no checkpoint in {directory} restores ({why}); each was moved aside as <step>{DAMAGED}<time>. Rerun the '
+        'same command to train this run again from step 0, or put back a good copy of its checkpoints folder first.')
+  return chosen, state

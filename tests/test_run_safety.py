@@ -199,14 +199,20 @@ def test_a_trainer_started_mid_run_is_refused_and_touches_nothing(data_dir, refe
   while 'Training ' not in log.read_text() and first.poll() is None and time.time() < deadline:
     time.sleep(0.1)
   second = start(workdir, data_dir, *long_run)
-  returncode, output = finish(second)
-  assert first.poll() is None, 'the first run ended before the second was refused'
-  assert returncode == 2 and 'Traceback' not in output, output[-3000:]
-  (line,) = error_lines(output)
-  assert f'--workdir={workdir} is in use by another trainer (host ' in line and f'pid {first.pid},' in line, line
-  assert not any(name.startswith('events.out') and str(second.pid) in name for name in os.listdir(workdir))
-  first.send_signal(signal.SIGTERM)
-  assert first.wait(timeout=120) == 0 and 'Preempted: checkpoint saved at step' in log.read_text()
+  try:
+    returncode, output = finish(second, timeout=120)  # a second trainer that is not refused runs 100000 steps
+    assert first.poll() is None, 'the first run ended before the second was refused'
+    assert returncode == 2 and 'Traceback' not in output, output[-3000:]
+    (line,) = error_lines(output)
+    assert f'--workdir={workdir} is in use by another trainer (host ' in line and f'pid {first.pid},' in line, line
+    assert not any(name.startswith('events.out') and str(second.pid) in name for name in os.listdir(workdir))
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 0 and 'Preempted: checkpoint saved at step' in log.read_text()
+  finally:
+    for proc in (first, second):
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_finished_run_rerun_says_so_and_leaves_every_file_as_it_was(reference, data_dir, tmp_path):
