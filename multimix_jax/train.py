@@ -305,6 +305,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'it was.', workdir, finished['steps'])
       return finished
     return _train_and_evaluate(config, workdir)
+  except errors.ConfigError:  # refused (e.g. a config value that does not fit the dataset): leave no trace
+    claim.undo()
+    raise
   except errors.RunError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (an OSError, or Orbax's, TensorStore's or TF's for one)

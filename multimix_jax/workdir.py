@@ -41,16 +41,27 @@ class WorkdirHeld(errors.ConfigError):
 
 
 class Claim:
-  """This process's claim on a workdir: the open, flock-ed `.lock` (None where no lock could be taken)."""
+  """This process's claim on a workdir: the open, flock-ed `.lock` (None where no lock could be taken), and what
+  taking it created (folders, the lock file), so that a run refused later leaves nothing behind."""
 
-  def __init__(self, fd, path):
-    self.fd, self.path = fd, path
+  def __init__(self, fd, path, created=()):
+    self.fd, self.path, self.created = fd, path, list(created)
 
   def release(self):
     """Drops the claim (the kernel does the same when the process ends, however it ends)."""
     if self.fd is not None:
       os.close(self.fd)  # closing the descriptor releases the flock
       self.fd = None
+
+  def undo(self):
+    """Releases the claim and removes what taking it created: the lock file, then each created folder if empty."""
+    self.release()
+    for path in self.created:
+      try:
+        os.remove(path) if os.path.basename(path) == LOCK else os.rmdir(path)
+      except OSError:  # the run wrote something there: it stays
+        pass
+    self.created = []
 
   def __enter__(self):
     return self
@@ -72,6 +83,13 @@ def _holder(fd):
   return 'a process that has not written its name into the lock file'
 
 
+def _same_file(fd, path):
+  try:
+    return os.fstat(fd).st_ino == os.stat(path).st_ino
+  except FileNotFoundError:
+    return False
+
+
 def claim(workdir):
   """Creates `workdir` where needed and claims it for this process; returns the Claim.
 
@@ -83,12 +101,18 @@ def claim(workdir):
     logging.warning('%s is on an object store, where a run cannot lock its workdir: make sure that no other trainer '
                     'uses it at the same time.', workdir)
     return Claim(None, None)
+  created, parent = [], os.path.abspath(workdir)
+  while not os.path.isdir(parent):  # the folders makedirs will create, deepest first
+    created.append(parent)
+    parent = os.path.dirname(parent)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise errors.StorageRefused(f'cannot create --workdir={workdir}: {e.filename or workdir}: '
                                 f'{errors.strerror(e.errno)}. Choose a --workdir on a writable filesystem.') from e
   path = os.path.join(workdir, LOCK)
+  if not os.path.exists(path):
+    created.insert(0, path)
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
   except OSError as e:
@@ -96,9 +120,12 @@ def claim(workdir):
                                 'a --workdir on a writable filesystem, or make this one writable, and rerun.') from e
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if not _same_file(fd, path):  # a refused run removed the file we opened: lock the one at the path now
+      os.close(fd)
+      return claim(workdir)
   except BlockingIOError:
     holder = _holder(fd)
-    os.close(fd)
+    os.close(fd)  # the lock file is the holder's: it stays
     raise WorkdirHeld(f'--workdir={workdir} is in use by another trainer ({holder}; {path}). Wait for it to end '
                       'or stop it, or choose another --workdir.') from None
   except OSError as e:  # ENOLCK: an NFS mount without a lock manager; EOPNOTSUPP: a filesystem without locks
@@ -113,7 +140,7 @@ def claim(workdir):
     os.close(fd)
     raise errors.StorageRefused(f'cannot write in --workdir={workdir}: {path}: {errors.strerror(e.errno)}. Free '
                                 'space or make the filesystem writable, then rerun.') from e
-  return Claim(fd, path)
+  return Claim(fd, path, created)
 
 
 def finished_summary(config, workdir, latest_step):
