@@ -67,8 +67,13 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 
 
 def _quiet_orbax(record):
-  """Keeps Orbax's per-save INFO lines (dozens a checkpoint) out of the console; its warnings still show."""
-  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+  """Keeps Orbax's per-save INFO lines (dozens a checkpoint) out of the console; its warnings and errors still show,
+  one line each: without the traceback of a failed background save (a full disk), which the trainer's own `error:`
+  line then reports."""
+  if '/orbax/' not in record.pathname:
+    return True
+  record.exc_info = record.exc_text = None
+  return record.levelno >= std_logging.WARNING
 
 
 def _parse_flags(argv):
@@ -139,12 +144,15 @@ def main(argv):
     config.batch_size = config.eval_batch_size = _PER_DEVICE_BATCH.value * jax.device_count()
   # The trainer and its input pipeline take seconds to import (flax, orbax, TFDS, grain): only once the command line
   # has proved sound, so that a mistyped flag is answered at once.
+  from multimix_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from multimix_jax import data  # pylint: disable=g-import-not-at-top
   from multimix_jax import train  # pylint: disable=g-import-not-at-top
+  checkpoints.quiet_abandoned_io()  # a failed save or restore is one line, not a page of asyncio tracebacks
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (train.RunError, data.DatasetNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  except (train.RunError, data.DatasetNotFoundError) as e:  # a refusal before any work exits 2, as a bad flag does
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(getattr(e, 'exit_status', 2))
   except Exception:  # pylint: disable=broad-except  (a collective that failed because another process was lost?)
     if relay is None:
       raise

@@ -23,25 +23,24 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from multimix_jax import checkpoints as checkpoints_lib
+from multimix_jax import config_ranges
 from multimix_jax import configs
 from multimix_jax import data
+from multimix_jax import errors
 from multimix_jax import methods
 from multimix_jax import models
 from multimix_jax import datasets
 from multimix_jax import step as step_lib
 from multimix_jax import summaries
+from multimix_jax import workdir as workdir_lib
 from multimix_jax.data import device_augment
 from multimix_jax.models import vit
 
 _PROFILE_FROM, _PROFILE_STEPS = 5, 5  # config.profile: trace steps 5 to 10 of the run (after compilation)
 
-
-class RunError(Exception):
-  """A problem the user can fix, told in one message (`main` prints it as a single `error:` line)."""
-
-
-class ConfigError(RunError, ValueError):
-  """A config value or workdir that cannot work; raised before any work starts."""
+RunError = errors.RunError  # a problem the user can fix, told as one `error:` line (multimix_jax/errors.py)
+ConfigError = errors.ConfigError  # a config value or workdir that cannot work; raised before any work starts
 
 
 class NonFiniteError(RunError):
@@ -50,8 +49,14 @@ class NonFiniteError(RunError):
 
 
 def validate_config(config, num_devices, num_processes=1):
-  """Raises one ConfigError listing every invalid value of `config` for this many devices."""
-  problems = []
+  """Raises one ConfigError listing every invalid value of `config` for this many devices.
+
+  Each value is checked as the user gave it first (config_ranges.RANGES, the registries, the methods' own checks);
+  the checks that combine several keys (multimix.m against the batch, a method or confidence against the model)
+  run only when every value passed, so that one bad value gives one line that names it.
+  """
+  problems = config_ranges.problems(config)
+  reported = config_ranges.reported_keys(problems)
 
   def need(ok, message):
     if not ok:
@@ -67,58 +72,61 @@ def validate_config(config, num_devices, num_processes=1):
        f'schedule={config.schedule!r} is unknown; choose one of {sorted(step_lib.SCHEDULES)}.')
   need(config.optimizer in step_lib.OPTIMIZERS,
        f'optimizer={config.optimizer!r} is unknown; choose one of {sorted(step_lib.OPTIMIZERS)}.')
-  need(len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas),
+  need('adam_betas' in reported or (len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas)),
        f'adam_betas={tuple(config.adam_betas)} must be (b1, b2) with 0 <= b1, b2 < 1.')
   for name in ('batch_size', 'eval_batch_size'):
     value = config[name]
-    need(value > 0 and value % num_devices == 0,
+    need(name in reported or value % num_devices == 0,
          f'{name}={value} must be a positive multiple of the number of devices ({num_devices}).')
-  b = config.batch_size // num_devices if config.batch_size % num_devices == 0 else config.batch_size
-  b_mix = b * num_devices if mm.scope == 'global' else b
-  need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
-       f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
-       f'(batch_size={config.batch_size} over {num_devices} devices).')
   if config.method in methods.METHODS:  # each method checks the hyperparameters it reads
     try:
       methods.METHODS[config.method](config)
     except methods.HyperparameterError as e:
-      problems.extend(e.problems)
-  if mm.confidence == 'attention' and config.model in models.MODELS:
-    need(getattr(models.MODELS[config.model], 'sows_attention', False),
-         f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
-         f"model={config.model!r} does not: choose another confidence.")
-  if config.method in methods.NEEDS_ATTENTION and config.model in models.MODELS:
-    need(getattr(models.MODELS[config.model], 'sows_attention', False),
-         f'method={config.method!r} needs a Vision Transformer (model=vit_*), which provides its attention; '
-         f'model={config.model!r} does not: choose cutmix, or a vit_* model.')
+      problems.extend(p for p in e.problems if config_ranges.reported_keys([p]).isdisjoint(reported))
   aug = config.augment
   need(aug.resize in data.RESIZE_METHODS, f'augment.resize={aug.resize!r} must be one of {data.RESIZE_METHODS}.')
   for name in ('color_jitter', 'lighting_std'):
-    need(aug[name] is None or aug[name] >= 0, f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
+    need(f'augment.{name}' in reported or aug[name] is None or aug[name] >= 0,
+         f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
   need(isinstance(aug.randaugment_layers, int) and aug.randaugment_layers >= 0,
        f'augment.randaugment_layers={aug.randaugment_layers!r} must be an int >= 0 (0: no RandAugment).')
-  need(0 <= aug.randaugment_magnitude <= 10, f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in '
-       '[0, 10].')
-  need(aug.randaugment_magnitude_std >= 0, f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must '
-       'be >= 0.')
-  need(0 <= aug.random_erasing <= 1, f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
+  need('augment.randaugment_magnitude' in reported or 0 <= aug.randaugment_magnitude <= 10,
+       f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in [0, 10].')
+  need('augment.randaugment_magnitude_std' in reported or aug.randaugment_magnitude_std >= 0,
+       f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must be >= 0.')
+  need('augment.random_erasing' in reported or 0 <= aug.random_erasing <= 1,
+       f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
+  need(config.vit.pool_norm in vit.POOL_NORMS,
+       f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
+  need('vit.drop_path' in reported or 0 <= config.vit.drop_path < 1,
+       f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
+  need(config.num_train_steps > 0 or config.num_epochs > 0 or {'num_train_steps', 'num_epochs'} & reported,
+       'set num_epochs > 0 or num_train_steps > 0.')
+  need(aug.crop is None or aug.crop in datasets.CROPS, f'augment.crop={aug.crop!r} must be one of {datasets.CROPS}.')
+  if problems:  # the checks below combine several values: only once each of them is valid
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+  b = config.batch_size // num_devices
+  b_mix = b * num_devices if mm.scope == 'global' else b
+  need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
+       f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
+       f'(batch_size={config.batch_size} over {num_devices} devices).')
+  if mm.confidence == 'attention':
+    need(getattr(models.MODELS[config.model], 'sows_attention', False),
+         f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
+         f"model={config.model!r} does not: choose another confidence.")
+  if config.method in methods.NEEDS_ATTENTION:
+    need(getattr(models.MODELS[config.model], 'sows_attention', False),
+         f'method={config.method!r} needs a Vision Transformer (model=vit_*), which provides its attention; '
+         f'model={config.model!r} does not: choose cutmix, or a vit_* model.')
   if config.dataset in datasets.DATASETS and datasets.DATASETS[config.dataset].crop == 'none':
     need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std or aug.flip),
          f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
          'their defaults.')
-  need(aug.crop is None or aug.crop in datasets.CROPS, f'augment.crop={aug.crop!r} must be one of {datasets.CROPS}.')
-  need(isinstance(config.input_threads, int) and config.input_threads >= 0,
-       f'input_threads={config.input_threads!r} must be an int >= 0 (0: one per CPU core).')
-  need(config.vit.pool_norm in vit.POOL_NORMS,
-       f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
-  need(0 <= config.vit.drop_path < 1, f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
-  if config.model in models.MODELS and not issubclass(models.MODELS[config.model], vit.ViT):
+  if not issubclass(models.MODELS[config.model], vit.ViT):
     need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,
          f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
          f"leave them at 'tokens' and 0.")
-  need(config.num_train_steps > 0 or config.num_epochs > 0, 'set num_epochs > 0 or num_train_steps > 0.')
-  need(config.num_classes is None or config.num_classes >= 2,
-       f'num_classes={config.num_classes} must be >= 2 (or unset: the data\'s).')
   if num_processes > 1:
     need(config.batch_size % num_processes == 0 and config.eval_batch_size % num_processes == 0,
          f'batch_size and eval_batch_size must be multiples of the number of processes ({num_processes}).')
@@ -146,7 +154,7 @@ def check_workdir(config, workdir):
       raise ConfigError(f'{workdir} holds a run with another config; resuming it would mix two runs. Choose a new '
                         '--workdir, or rerun with the config saved in its config.json. Differences:\n  ' +
                         '\n  '.join(differences))
-  elif workdir.is_dir() and any(workdir.iterdir()):
+  elif workdir.is_dir() and any(p.name != workdir_lib.LOCK for p in workdir.iterdir()):
     raise ConfigError(f'{workdir} is not empty and holds no multimix_jax run (no config.json); choose a new or '
                       'empty --workdir.')
 
@@ -278,11 +286,38 @@ def _check_finite(fetched, last_saved, workdir):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
+  """Trains and evaluates `config` in `workdir`, resuming from its latest checkpoint that restores; returns the
+  summary. The run claims the workdir for its lifetime (one trainer per workdir); a rerun of a finished run only says
+  so; a failed read or write of the workdir (full disk, read-only, permissions) is one StorageError."""
   workdir = epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))  # gs:// stays as it is
   validate_config(config, jax.device_count(), jax.process_count())
   info = _dataset_info(config)  # fills num_classes, image_size and augment.* from the data: before the comparison
   check_workdir(config, workdir)
+  claim = workdir_lib.claim_run(workdir)  # before anything in the workdir is touched
+  try:
+    steps = checkpoints_lib.committed_steps(workdir / 'checkpoints')
+    finished = workdir_lib.finished_summary(config, workdir, steps[0] if steps else 0)
+    if finished:
+      logging.warning('%s holds this run, finished at step %d (summary.json): nothing to do; every file is left as '
+                      'it was.', workdir, finished['steps'])
+      return finished
+    return _train_and_evaluate(config, workdir, info)
+  except errors.ConfigError:  # refused (e.g. a config value that does not fit the dataset): leave no trace
+    claim.undo()
+    raise
+  except errors.RunError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (an OSError, or Orbax's, TensorStore's or TF's for one)
+    error = workdir_lib.storage_error(e, workdir, workdir_lib.newest_step(workdir / 'checkpoints'))
+    if error is None:
+      raise
+    raise error from e
+  finally:
+    claim.release()
+
+
+def _train_and_evaluate(config, workdir, info):
+  """train_and_evaluate's work, in a workdir checked and claimed, on the dataset `info` describes."""
   steps_per_epoch = info.num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training split ({info.num_train}).')
@@ -306,13 +341,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))
 
+  # The newest step that restores; a damaged newer one is reported and moved aside (multimix_jax/checkpoints.py).
+  start_step, host_state = checkpoints_lib.restore_newest(workdir / 'checkpoints', host_state)
+  if start_step:
+    logging.info('Resumed from the checkpoint at step %d.', start_step)
   checkpoints = ocp.CheckpointManager(
       workdir / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
-  start_step = checkpoints.latest_step() or 0
-  if start_step:
-    host_state = checkpoints.restore(start_step, args=ocp.args.StandardRestore(host_state))
-    logging.info('Resumed from the checkpoint at step %d.', start_step)
   state = dp.put_state(host_state)
   key = dp.put_state(jax.random.key_data(train_key))
 

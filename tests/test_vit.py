@@ -405,6 +405,9 @@ def test_vit_and_augment_keys_are_checked_and_reach_the_model():
   config = default.get_config()
   config.augment.update(resize='lanczos', randaugment_layers=2, randaugment_magnitude=11.0, random_erasing=1.5)
   with pytest.raises(train.ConfigError, match=(r"(?s)augment.resize='lanczos' must be one of \('bilinear', 'bicubic'\)"
-                                               r".*randaugment_magnitude=11.0.*random_erasing=1.5.*"
-                                               r"dataset='digits' is not augmented")):
+                                               r".*randaugment_magnitude=11.0.*random_erasing=1.5 must be in \[0, 1\]\.$")):
+    train.validate_config(config, 1)
+  # Combined with the dataset once each value is valid (not on top of a value's own error).
+  config.augment.update(resize='bicubic', randaugment_magnitude=9.0, random_erasing=0.25)
+  with pytest.raises(train.ConfigError, match=r"dataset='digits' is not augmented"):
     train.validate_config(config, 1)

@@ -92,29 +92,42 @@ def preflight(config, target_name: str, log=print) -> dict:
   result = {'target': target.describe(), 'rows': rows, 'markdown': report.markdown(rows, target, title, config.dtype),
             'compile_s': time.perf_counter() - started, 'fits': all(row['fits'] for row in rows)}
   failed = [row for row in rows if row['error'] and row['fits'] is not False]
+  too_big = [row for row in rows if row['fits'] is False]
+  if too_big:  # said first: what does not fit, and by how much; then the steps the compiler could not build
+    raise DoesNotFit(_advice(too_big, config, target) + ''.join(f' {_not_built(row, target)}' for row in failed),
+                     result)
   if failed:
     raise StepFailed(f'{failed[0]["step"]} did not compile for {target.name}: {failed[0]["error"]}', result)
-  too_big = [row for row in rows if row['fits'] is False]
-  if too_big:
-    raise DoesNotFit(_advice(too_big, config, target), result)
   return result
 
 
+def _not_built(row, target) -> str:
+  """One sentence for a step the target's compiler failed on (not for its size)."""
+  error = ' '.join((row['error'] or '').split())
+  error = error[:200] + ('...' if len(error) > 200 else '')
+  if re.search(r'cuda|device', error, re.IGNORECASE):
+    return (f'{row["step"]} was not built: its compiler for {target.name} needs a device this machine does not have '
+            f'({error}).')
+  return f'{row["step"]} did not compile for {target.name} ({error}).'
+
+
 def _advice(rows, config, target) -> str:
-  """What to change when `rows` do not fit: the step, its bytes against the chip's, and the keys that shrink it."""
-  row = rows[0]
-  usable = row['usable_hbm_bytes'] / 2**30
-  if row['total_bytes'] is not None:
-    need = f'needs {row["total_bytes"] / 2**30:.2f} GiB per chip'
-  else:  # the compiler refused it; its message has the sizes
-    refusal = re.search(r'RESOURCE_EXHAUSTED: (.*?)(?:\.(?: |$)|$)', row['error'] or '')
-    need = f'cannot fit ({refusal[1] if refusal else "the compiler refused it"})'
+  """What to change when `rows` do not fit: each such step, its bytes against the chip's, and the keys that shrink
+  them."""
+  usable = rows[0]['usable_hbm_bytes'] / 2**30
+
+  def need(row):
+    if row['total_bytes'] is not None:
+      return (f'{row["step"]} needs {row["total_bytes"] / 2**30:.2f} GiB per chip '
+              f'({row["total_bytes"] / 2**30 - usable:.2f} GiB more than fits)')
+    refusal = re.search(r'RESOURCE_EXHAUSTED: (.*?)(?:\.(?: |$)|$)', row['error'] or '')  # the compiler's sizes
+    return f'{row["step"]} cannot fit ({refusal[1] if refusal else "the compiler refused it"})'
+
   fixes = [f'lower --config.batch_size (now {config.batch_size}, {config.batch_size // target.chips} per chip) or '
            'use a larger slice']
   if config.dtype == 'float32':
     fixes.append('compute in --config.dtype=bfloat16')
   if config.method == 'dense_multimix':
     fixes.append(f'chunk the dense loss with a smaller --config.multimix.chunk_size (now {config.multimix.chunk_size})')
-  others = f' ({len(rows) - 1} more step{"s" if len(rows) > 2 else ""} too)' if len(rows) > 1 else ''
-  return (f'{row["step"]} {need} on {target.name}, which has {usable:.2f} GiB usable per chip{others}: '
+  return (', '.join(need(row) for row in rows) + f' on {target.name}, which has {usable:.2f} GiB usable per chip: '
           + '; '.join(fixes) + '.')
