@@ -28,6 +28,7 @@ TRAIN_REQUIRES = [
     'pillow>=10',
     'scikit-learn>=1.3,<2',  # the offline default dataset (handwritten digits)
     'tensorboardX>=2.6,<3',
+    'importlib_resources',  # TFDS imports it when it prepares a dataset (python -m multimix_jax.data.prepare)
 ]
 # `pip install 'multimix_jax[train,analysis]'`: the plots of multimix_jax.analysis, and TensorBoard's reader for runs
 # that have no scalars.jsonl.
@@ -50,7 +51,7 @@ setuptools.setup(
         # TensorFlow, only to prepare a TFDS catalog dataset whose builder downloads or encodes with it (ImageNet,
         # MNIST-like datasets; not CIFAR or Tiny ImageNet): `python -m multimix_jax.data.prepare` says when it is
         # needed. google-crc32c checks every record when a TFRecord copy is converted.
-        'prepare': TRAIN_REQUIRES + ['tensorflow-cpu>=2.16,<3', 'importlib_resources', 'google-crc32c>=1.5'],
+        'prepare': TRAIN_REQUIRES + ['tensorflow-cpu>=2.16,<3', 'google-crc32c>=1.5'],
         # ott-jax: tests check AlignMixup's Sinkhorn against it (the trainer's own solver needs only jax).
         'test': TRAIN_REQUIRES + ANALYSIS_REQUIRES + [
             'pytest>=8', 'pytest-xdist>=3.5', 'scipy>=1.11', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29',
