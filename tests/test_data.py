@@ -221,6 +221,17 @@ def test_a_tfds_dataset_by_name_takes_classes_splits_and_shape_from_its_info(tfd
   assert config.image_size % 8 == 0 and info.image_shape == (config.image_size,) * 2 + (3,)
 
 
+def test_tfds_records_are_tfds_own(tfds_dir):
+  """The pipeline parses only the image and label of each record: the same as TFDS's data source gives."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  split = data.resolve(make_config(dataset='fake_imagenet', data_dir=tfds_dir)).train
+  source = tfds.data_source('fake_imagenet', split='train', data_dir=tfds_dir,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+  assert len(split) == len(source) == 160
+  for i in (0, 1, 77, 159):
+    assert split[i] == (source[i]['image'], int(source[i]['label']))
+
+
 def test_a_tfds_dataset_not_prepared_names_the_command(tmp_path):
   with pytest.raises(data.DatasetNotFoundError, match='python -m multimix_jax.data.prepare'):
     data.dataset_info(make_config(dataset='svhn_cropped', data_dir=str(tmp_path)))

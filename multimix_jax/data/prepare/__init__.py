@@ -102,6 +102,8 @@ class TfdsInfo:
   image_encoding: str | None
   train_split: str
   eval_split: str
+  image_key: str = 'image'  # the features holding the image and its label (the builder's supervised_keys)
+  label_key: str = 'label'
 
 
 def default_data_dir() -> str:
@@ -170,7 +172,7 @@ def find_prepared(name: str, data_dir: str | None) -> TfdsInfo:
   return TfdsInfo(name=name, data_dir=data_dir, num_classes=label.num_classes,
                   class_names=None if names == tuple(str(i) for i in range(label.num_classes)) else names,
                   splits=splits, image_shape=tuple(image.shape), image_encoding=image.encoding_format,
-                  train_split='train', eval_split=eval_split)
+                  train_split='train', eval_split=eval_split, image_key=image_key, label_key=label_key)
 
 
 def prepare(name: str, data_dir: str | None, manual_dir: str | None = None, *,
