@@ -33,7 +33,7 @@ class Writer:
 
   def write_scalars(self, step: int, scalars: dict):
     scalars = {k: float(v) for k, v in scalars.items()}
-    logging.info('[%d] %s', step, ', '.join(f'{k} = {v:.6g}' for k, v in scalars.items()))
+    logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in sorted(scalars.items())))
     if self._events is not None:
       for name, value in scalars.items():
         self._events.add_scalar(name, value, global_step=int(step))
