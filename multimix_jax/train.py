@@ -27,10 +27,10 @@ from multimix_jax import checkpoints as checkpoints_lib
 from multimix_jax import config_ranges
 from multimix_jax import configs
 from multimix_jax import data
+from multimix_jax import datasets
 from multimix_jax import errors
 from multimix_jax import methods
 from multimix_jax import models
-from multimix_jax import datasets
 from multimix_jax import step as step_lib
 from multimix_jax import summaries
 from multimix_jax import workdir as workdir_lib
