@@ -17,6 +17,7 @@ only process 0 renames.
 """
 
 import json
+import logging as std_logging  # asyncio logs through the standard library
 import sys
 import time
 
@@ -82,16 +83,18 @@ def move_aside(directory, step):
 
 
 def quiet_abandoned_io():
-  """Drops the 'Event loop is closed' errors of the reads and writes a failed restore or save left in flight.
+  """Drops the errors of the reads and writes a failed restore or save left in flight.
 
   Orbax runs a restore (or a save's writes) on an event loop of its own and closes it when one read or write fails
   (a damaged file, a full disk); TensorStore then completes the others and their callbacks find the loop closed,
-  each printed as a traceback (through sys.unraisablehook) on top of the one error that matters. Every other
-  unraisable error still reaches the previous hook.
+  each printed as a traceback (through sys.unraisablehook) on top of the one error that matters, and the writes
+  that failed too but were never awaited are logged by asyncio as 'Future (or Task) exception was never retrieved',
+  with a traceback each. Every other unraisable error and asyncio message still gets through.
   """
   previous = sys.unraisablehook
   if getattr(previous, 'quiets_abandoned_io', False):
     return
+  std_logging.getLogger('asyncio').addFilter(_unretrieved)
 
   def hook(unraisable):
     if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed'):
@@ -99,6 +102,11 @@ def quiet_abandoned_io():
 
   hook.quiets_abandoned_io = True
   sys.unraisablehook = hook
+
+
+def _unretrieved(record) -> bool:
+  """A logging filter: False for asyncio's report of an exception no one awaited (a write a failed save abandoned)."""
+  return not str(record.msg).startswith(('Future exception was never retrieved', 'Task exception was never retrieved'))
 
 
 def _newest_that_restores(directory, steps, target, log, options):
