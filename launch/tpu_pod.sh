@@ -5,7 +5,7 @@
 # jax.distributed.initialize() finds the others by itself.
 #
 #   export TPU_NAME=multimix ZONE=us-east5-b ACCELERATOR_TYPE=v6e-16 RUNTIME_VERSION=v2-alpha-tpuv6e \
-#          DATA_DIR=gs://my-bucket/tensorflow_datasets WORKDIR=gs://my-bucket/runs/r50
+#          DATA_DIR=/mnt/my-bucket/tensorflow_datasets WORKDIR=gs://my-bucket/runs/r50
 #   launch/tpu_pod.sh request       # a queued resource (the way to get v5e and v6e slices); SPOT=1 for Spot
 #   launch/tpu_pod.sh wait          # until the request is ACTIVE
 #   launch/tpu_pod.sh create        # or: the TPU VM(s) directly, where capacity is there (v4, v5p)
@@ -23,7 +23,8 @@
 #
 # Data and workdir live on GCS: the hosts' disks do not survive a preemption and are not shared. The TPU VM's
 # service account needs read access to DATA_DIR and write access to WORKDIR. Prepare the dataset once
-# beforehand (launch/prepare_data.sh with DATA_DIR=gs://...). Rerunning `train` with the same WORKDIR resumes.
+# beforehand (launch/prepare_data.sh). The ArrayRecord reader opens local paths only: DATA_DIR is the bucket
+# mounted by gcsfuse on every host (this script does not mount it). Rerunning `train` with the same WORKDIR resumes.
 # The global batch is PER_DEVICE_BATCH_SIZE (default 128, the paper's b) times the slice's JAX devices, which the
 # trainer counts itself (--per_device_batch_size): nothing here reads the accelerator type.
 set -euo pipefail
@@ -128,7 +129,7 @@ setup() {
 
 require_run_settings() {
   if [[ -z $DATA_DIR || -z $WORKDIR ]]; then
-    echo "error: set DATA_DIR=gs://... and WORKDIR=gs://...: every host reads the data and the checkpoints there" >&2
+    echo "error: set DATA_DIR (a gcsfuse mount of the bucket on every host) and WORKDIR=gs://...: every host reads the data and the checkpoints there" >&2
     exit 2
   fi
 }

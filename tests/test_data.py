@@ -325,3 +325,11 @@ def test_images_of_several_sizes_refuse_to_train_at_their_own_size(tmp_path):
   config = make_config(dataset=root, **{'augment.crop': 'pad_crop_flip'})
   with pytest.raises(sources.DataError, match='at their own size, which must be one square size'):
     data.dataset_info(config)
+
+
+def test_a_bucket_without_gcsfs_is_one_error_naming_the_install(monkeypatch):
+  def find_prepared(name, data_dir):
+    raise ImportError('Please install gcsfs to access Google Storage')  # what TFDS raises without TF and gcsfs
+  monkeypatch.setattr(sources.prepare, 'find_prepared', find_prepared)
+  with pytest.raises(sources.DataError, match=r"data_dir=gs://bucket/tfds needs .*multimix_jax\[gcs\]"):
+    data.dataset_info(make_config(dataset='svhn_cropped', data_dir='gs://bucket/tfds'))

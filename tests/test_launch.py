@@ -42,7 +42,7 @@ def test_tpu_pod_dry_run_prints_the_queued_resource_and_per_device_batch():
   assert result.returncode == 0, result.stderr
   assert ('gcloud compute tpus queued-resources create multimix-qr --zone=us-east5-b --node-id=multimix '
           '--accelerator-type=v5litepod-16 --runtime-version=v2-alpha-tpuv5-lite --spot') in result.stdout
-  result = tpu_pod('train', '--config.method=erm', DATA_DIR='gs://b/tfds', WORKDIR='gs://b/run',
+  result = tpu_pod('train', '--config.method=erm', DATA_DIR='/mnt/b/tfds', WORKDIR='gs://b/run',
                    PER_DEVICE_BATCH_SIZE='64')
   assert result.returncode == 0, result.stderr
   assert '--worker=all' in result.stdout and '--per_device_batch_size=64' in result.stdout
@@ -112,7 +112,7 @@ def test_tpu_pod_watch_recreates_a_suspended_queued_resource_and_the_run_resumes
   (tmp_path / 'state').write_text('SUSPENDED\n')
   (tmp_path / 'unavailable_once').touch()  # a first look that fails: the watch goes on
   env = {'PATH': f'{tmp_path}/bin:{os.environ["PATH"]}', 'FAKE': str(tmp_path), 'DRY_RUN': '0', 'WATCH_INTERVAL': '0',
-         'DATA_DIR': 'gs://b/tfds', 'WORKDIR': 'gs://b/run'}
+         'DATA_DIR': '/mnt/b/tfds', 'WORKDIR': 'gs://b/run'}
   result = tpu_pod('watch', '--config.method=erm', WATCH_ROUNDS='3', **env)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'could not read the state of multimix-qr: ERROR: UNAVAILABLE' in result.stderr

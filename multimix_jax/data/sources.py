@@ -228,11 +228,24 @@ class _TfdsRecords:
 def _tfds(name, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  info = prepare.find_prepared(name, data_dir)
+  try:
+    info = prepare.find_prepared(name, data_dir)
+  except ImportError as e:  # a gs:// data_dir without TensorFlow: TFDS reads it through fsspec's gcsfs
+    raise DataError(f'dataset={name}: data_dir={data_dir} needs a package that is not installed ({e}); for gs:// '
+                    "install gcsfs (pip install 'multimix_jax[gcs]'; the tpu extra has it).") from None
   splits = {}
   for role, split in (('train', info.train_split), ('eval', info.eval_split)):
     source = tfds.data_source(name, split=split, data_dir=info.data_dir)
     splits[role] = Split(_TfdsRecords(source, info.image_key, info.label_key))
+  try:
+    splits['train'][0]  # pylint: disable=pointless-statement  (the first read: can the files be opened at all?)
+  except Exception as e:  # pylint: disable=broad-except  (array_record raises RuntimeError, OSError, ...)
+    if '://' not in str(info.data_dir):
+      raise
+    raise DataError(f'dataset={name}: cannot read its ArrayRecord files in data_dir={info.data_dir} '
+                    f'({type(e).__name__}: {" ".join(str(e).split())[:200]}): the ArrayRecord reader opens local '
+                    'paths only. Mount the bucket (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, then '
+                    '--config.data_dir=/mnt/BUCKET/...) or copy the prepared dataset to a local disk.') from None
   channels = info.image_shape[2] or 3
   if name in datasets.DATASETS:
     entry = datasets.DATASETS[name]
