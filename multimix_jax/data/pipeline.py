@@ -32,7 +32,9 @@ _SHUFFLE, _AUGMENT = 0, 1  # streams of the host's generators
 
 def threads(config) -> int:
   """Threads that decode and augment: `config.input_threads`, or one per core this process may use (0)."""
-  return config.input_threads or len(os.sched_getaffinity(0))
+  if config.input_threads:
+    return config.input_threads
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1  # macOS: no affinity
 
 
 def train_batches(config, *, local_batch_size: int, seed: int, start_step: int = 0,
