@@ -26,7 +26,6 @@ from multimix_jax.data import sources
 from multimix_jax.data import transforms
 
 _END = 2**62  # the training stream has no end; grain's datasets need one
-_EVAL_CROP_FRACTION = 224 / 256  # ImageNet evaluation: resize the shorter side to 256, center crop 224
 _SHUFFLE, _AUGMENT = 0, 1  # streams of the host's generators
 
 
@@ -136,12 +135,10 @@ def _random_resized_crop(image, rng, data, resize):
 
 
 def _center_crop(image, data, resize):
-  if data.spec.crop != 'random_resized_crop':  # trained at its own size: evaluated as it is
-    return image if isinstance(image, np.ndarray) else transforms.decode(image, data.spec.channels)
+  """Evaluation's view of a random-resized-crop dataset (the others are decoded in memory and batched as they are)."""
   if isinstance(image, np.ndarray):
-    return transforms.center_crop(image, data.image_size, resize, _EVAL_CROP_FRACTION)
-  return transforms.decode_center_crop(image, data.image_size, resize, _EVAL_CROP_FRACTION,
-                                       channels=data.spec.channels)
+    return transforms.center_crop(image, data.image_size, resize)
+  return transforms.decode_center_crop(image, data.image_size, resize, channels=data.spec.channels)
 
 
 def _stack(examples):

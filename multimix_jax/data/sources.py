@@ -130,12 +130,8 @@ def _open(name: str, data_dir: str | None, overrides: str) -> Data:
       raise DataError(f'dataset={name}: augment.crop={spec.crop!r} trains on the images at their own size, which '
                       f'must be one square size, not {sorted(s[:2] for s in shapes)}: use '
                       "--config.augment.crop=random_resized_crop.")
-    native = train.images.shape[1]
-    if given['image_size'] not in (None, native):
-      raise ValueError(f'image_size={given["image_size"]} but {name} images are {native}x{native} and are not '
-                       f'resized (augment.crop={spec.crop!r}); set --config.image_size={native}, or resize them with '
-                       '--config.augment.crop=random_resized_crop.')
-    size = native
+    size = train.images.shape[1]
+    _check_not_resized(name, given['image_size'], size, spec.crop)
   return Data(name, spec, size, num_classes, class_names, train, evaluation)
 
 
@@ -148,10 +144,8 @@ def _apply(name, entry, size, num_classes, given):
   if crop not in datasets.CROPS:
     raise ValueError(f'augment.crop={crop!r} must be one of {datasets.CROPS}.')
   if given['image_size'] is not None:
-    if crop != 'random_resized_crop' and entry.size and given['image_size'] != entry.size:
-      raise ValueError(f'image_size={given["image_size"]} but {name} images are {entry.size}x{entry.size} and are '
-                       f'not resized (augment.crop={crop!r}); set --config.image_size={entry.size}, or resize them '
-                       'with --config.augment.crop=random_resized_crop.')
+    if crop != 'random_resized_crop' and entry.size:
+      _check_not_resized(name, given['image_size'], entry.size, crop)
     if given['image_size'] < 1:
       raise ValueError(f'image_size={given["image_size"]} must be positive.')
     size = given['image_size']
@@ -170,6 +164,14 @@ def _apply(name, entry, size, num_classes, given):
       color_jitter=entry.color_jitter if given['color_jitter'] is None else given['color_jitter'],
       lighting_std=entry.lighting_std if given['lighting_std'] is None else given['lighting_std'])
   return spec, size
+
+
+def _check_not_resized(name, image_size, native, crop):
+  """Refuses an image_size other than the images' own when they are trained at their own size."""
+  if image_size not in (None, native):
+    raise ValueError(f'image_size={image_size} but {name} images are {native}x{native} and are not resized '
+                     f'(augment.crop={crop!r}); set --config.image_size={native}, or resize them with '
+                     '--config.augment.crop=random_resized_crop.')
 
 
 def _fill(config, spec: datasets.Dataset, image_size: int):

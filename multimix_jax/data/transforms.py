@@ -23,6 +23,7 @@ import simplejpeg
 cv2.setNumThreads(1)
 
 RESIZE_METHODS = ('bilinear', 'bicubic')
+EVAL_CROP_FRACTION = 224 / 256  # evaluation: resize the shorter side to size / this, center crop size
 _PIL_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 _JPEG_MAGIC = b'\xff\xd8'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -130,7 +131,7 @@ def decode_random_resized_crop(encoded: bytes, rng: np.random.Generator, size: i
   return _resized_crop(image, tuple(v / factor for v in region), size, resize)
 
 
-def decode_center_crop(encoded: bytes, size: int, resize: str = 'bilinear', crop_fraction: float = 224 / 256,
+def decode_center_crop(encoded: bytes, size: int, resize: str = 'bilinear', crop_fraction: float = EVAL_CROP_FRACTION,
                        channels: int = 3) -> np.ndarray:
   """Encoded image -> uint8 (size, size, channels): evaluation's torchvision `Resize(round(size / crop_fraction))`
   then `CenterCrop(size)` (`Resize(256)` + `CenterCrop(224)` at size 224).
@@ -159,7 +160,7 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
   return _resized_crop(image, (top, left, top + h, left + w), size, resize)
 
 
-def center_crop(image: np.ndarray, size: int, resize: str = 'bilinear', crop_fraction: float = 224 / 256
+def center_crop(image: np.ndarray, size: int, resize: str = 'bilinear', crop_fraction: float = EVAL_CROP_FRACTION
                 ) -> np.ndarray:
   """uint8 (H, W, C) -> (size, size, C): torchvision's `Resize(round(size / crop_fraction))` + `CenterCrop(size)`.
 
