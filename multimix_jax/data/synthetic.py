@@ -12,8 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from multimix_jax.data import transforms
-
 
 def random_image(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
   """uint8 (height, width, channels): smooth colour blobs plus noise, so that it compresses as a photograph does."""
@@ -90,9 +88,3 @@ def write_folder(root, *, classes=('cat', 'dog', 'fox'), per_class=(20, 5), size
         with open(os.path.join(root, split, name, f'{name}_{i:05d}.{extension}'), 'wb') as f:
           f.write(encoded)
   return str(root)
-
-
-def imagenet_sized_jpeg(rng, shape, kind) -> bytes:
-  """`prepare_catalog`'s `images` for ImageNet: a JPEG of ImageNet's size and quality (transforms.synthetic_jpegs)."""
-  del shape, kind
-  return transforms.synthetic_jpegs(1, seed=int(rng.integers(2**31)))[0]
