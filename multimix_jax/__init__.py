@@ -1,7 +1,8 @@
 """multimix_jax: MultiMix and Dense MultiMix (NeurIPS 2023) in JAX/Flax.
 
-The pure interpolation functions import with jax alone; the trainer lives in `multimix_jax.train` and the input
-pipeline, the only part that imports TensorFlow, in `multimix_jax.data`.
+The pure interpolation functions import with jax and optax alone (`pip install multimix_jax`); the trainer lives in
+`multimix_jax.train` and its input pipeline in `multimix_jax.data` (`pip install 'multimix_jax[train]'`, no
+TensorFlow).
 """
 
 from multimix_jax.interpolation import CONFIDENCE_KINDS

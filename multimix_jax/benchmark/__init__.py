@@ -7,7 +7,7 @@ over every device), so it needs neither TensorFlow nor a dataset:
     python -m multimix_jax.benchmark                      # the 'cpu' preset on a CPU, the 'gpu' preset on a GPU
     python -m multimix_jax.benchmark --preset=gpu         # ResNet-50 and PreActResNet-18, bf16, with PyTorch
     python -m multimix_jax.benchmark --model=small_cnn --batch_size=128 --methods=erm,multimix_n10000
-    python -m multimix_jax.benchmark --input              # the TFDS input pipeline alone (imports TensorFlow)
+    python -m multimix_jax.benchmark --input              # the host input pipeline alone, images/s
     python -m multimix_jax.benchmark --target=v5e-8       # compiled for a TPU slice or GPU node, not timed
     python -m multimix_jax.benchmark --attacks --model=resnet50   # the analysis's FGSM and PGD against an eval step
 
