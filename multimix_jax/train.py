@@ -415,9 +415,11 @@ def _train_and_evaluate(config, workdir, info):
                           'Interrupted' if preemption.requested == 'SIGINT' else 'Preempted', step)
           break
   finally:  # a save still in flight completes, also when the run stops on an error
-    checkpoints.wait_until_finished()
-    checkpoints.close()
-    writer.close()
+    try:
+      checkpoints.wait_until_finished()
+      checkpoints.close()
+    finally:
+      writer.close()
 
   top1 = [h['top1'] for h in history]
   summary = {
