@@ -5,7 +5,7 @@ import setuptools
 # Ranges checked to resolve together on Python 3.11 and 3.12 (see .ci/run); on 3.13, Colab's Python, each range has
 # a wheel (scripts/check_py313_wheels.sh).
 
-# `pip install multimix_jax`: the pure functions (multimix_jax.interpolation, .losses, .alignment) for your own loop.
+# `pip install multimix_jax`: the pure functions (multimix_jax.mixing) for your own loop.
 INSTALL_REQUIRES = [
     'jax>=0.7,<0.12',
     'optax>=0.2.5,<0.3',
@@ -43,7 +43,7 @@ setuptools.setup(
     license='Apache-2.0',
     python_requires='>=3.11,<3.14',  # 3.14: no check yet
     packages=setuptools.find_packages(include=['multimix_jax', 'multimix_jax.*']),
-    package_data={'multimix_jax.targets': ['gpu_specs/*.txtpb', 'gpu_specs/*.md']},
+    package_data={'multimix_jax.preflight': ['gpu_specs/*.txtpb', 'gpu_specs/*.md']},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         'train': TRAIN_REQUIRES,

@@ -2,12 +2,13 @@
 
 `--compile_for=TARGET` (e.g. v5e-32, h100x8) instead compiles every step of that run for the target, with no
 accelerator and no dataset, prints per-chip memory, FLOPs and a roofline bound, and exits non-zero when a step does
-not fit (see multimix_jax.targets).
+not fit (see multimix_jax.preflight).
 
 Without --config it trains the embedded default (multimix_jax/configs/default.py: a small CNN on handwritten
 digits, offline).
 Override any config key on the command line, e.g. `--config.method=erm --config.multimix.n=10000`.
-A command line that cannot work ends with one line starting with `error:`, before anything is written.
+What cannot work ends the command with one line starting with `error:` and the exit statuses of
+`multimix_jax.command_line` (2: refused before anything is written; 1: the run stopped).
 """
 
 import logging as std_logging  # absl.logging.WARNING is an absl verbosity, not a record level
@@ -15,20 +16,15 @@ import os
 import sys
 
 import jax
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from multimix_jax import command_line
 from multimix_jax import configs
-from multimix_jax import multihost
-from multimix_jax import targets
-from multimix_jax.targets import child
-
-
-def _fail(message):
-  sys.stderr.write(f'error: {message}\n')
-  sys.exit(2)
+from multimix_jax import preflight
+from multimix_jax.preflight import child
+from multimix_jax.trainer import multihost
 
 
 try:  # config_flags applies --config.KEY overrides to the default config here, at definition
@@ -37,7 +33,7 @@ try:  # config_flags applies --config.KEY overrides to the default config here, 
 except (AttributeError, KeyError) as e:
   if __name__ != '__main__':
     raise
-  _fail(f'an override names a key the config does not have: {e} (in '
+  command_line.fail(f'an override names a key the config does not have: {e} (in '
         f'{" ".join(a for a in sys.argv if a.startswith("--config."))}).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and summary.json; '
                                'rerunning with the same workdir resumes. Required unless --compile_for is given.')
@@ -78,33 +74,28 @@ def _quiet_orbax(record):
 
 def _parse_flags(argv):
   """absl's flag parsing, with every problem (unknown flag, bad value, missing config file) as one error line."""
-  try:
-    rest = flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(' '.join(str(e).split()))
+  rest = command_line.parse_flags(argv)
   config_file = flags.FLAGS['config'].config_filename.split(':')[0]
   if not os.path.isfile(config_file):
-    _fail(f'--config={config_file}: no such file.')
+    command_line.fail(f'--config={config_file}: no such file.')
   try:
     _CONFIG.value  # pylint: disable=pointless-statement  (loads the file and applies the --config.* overrides)
   except Exception as e:  # pylint: disable=broad-except  (a config file's own error, or an override's)
-    _fail(f'--config={config_file}: {type(e).__name__}: {" ".join(str(e).split())}')
+    command_line.fail(f'--config={config_file}: {type(e).__name__}: {" ".join(str(e).split())}')
   if _COMPILE_FOR.value:
     try:
-      targets.resolve(_COMPILE_FOR.value)
-    except targets.TargetError as e:
-      _fail(f'--compile_for: {e}')
+      preflight.resolve(_COMPILE_FOR.value)
+    except preflight.TargetError as e:
+      command_line.fail(f'--compile_for: {e}')
     if _DISTRIBUTED.value:
-      _fail('--compile_for compiles on this machine for the whole target; drop --jax_distributed.')
+      command_line.fail('--compile_for compiles on this machine for the whole target; drop --jax_distributed.')
   elif not _WORKDIR.value:
-    _fail('--workdir is required (where the run keeps its checkpoints), unless --compile_for is given.')
+    command_line.fail('--workdir is required (where the run keeps its checkpoints), unless --compile_for is given.')
   workdir = _WORKDIR.value or ''
   if workdir and '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
-    _fail(f'--workdir={workdir} is a file, not a directory.')
+    command_line.fail(f'--workdir={workdir} is a file, not a directory.')
   if _LOCAL_DEVICE_IDS.value and not all(i.strip().isdigit() for i in _LOCAL_DEVICE_IDS.value):
-    _fail(f'--local_device_ids={",".join(_LOCAL_DEVICE_IDS.value)}: give device numbers, e.g. 0,1,2,3.')
-  if len(rest) > 1:
-    _fail(f'unexpected arguments {rest[1:]}; flags take the form --name=value.')
+    command_line.fail(f'--local_device_ids={",".join(_LOCAL_DEVICE_IDS.value)}: give device numbers, e.g. 0,1,2,3.')
   return rest
 
 
@@ -113,13 +104,13 @@ def _compile_for(config, target):
   child.rerun_in_child('multimix_jax.main', target, error_status=2)  # a crash of the compiler is one error line
   jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
   try:
-    result = targets.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))
-  except (targets.DoesNotFit, targets.StepFailed) as e:
+    result = preflight.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))
+  except (preflight.DoesNotFit, preflight.StepFailed) as e:
     message, result = e.args
     print(result['markdown'])
-    _fail(' '.join(message.split()))
-  except (targets.TargetError, ValueError, RuntimeError) as e:
-    _fail(' '.join(str(e).split()))
+    command_line.fail(message)
+  except (preflight.TargetError, ValueError, RuntimeError) as e:
+    command_line.fail(e)
   print(result['markdown'])
   print(f'\nAll {len(result["rows"])} steps fit; compiled in {result["compile_s"]:.0f} s.', file=sys.stderr)
 
@@ -138,27 +129,26 @@ def main(argv):
                                    initialization_timeout=_INIT_TIMEOUT.value,
                                    heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
     except Exception as e:  # pylint: disable=broad-except  (bad arguments; JAX 0.10 aborts on a timeout itself)
-      _fail(f'could not join the distributed run: {" ".join(str(e).split())}')
+      command_line.fail(f'could not join the distributed run: {" ".join(str(e).split())}')
   config = _CONFIG.value
   if _PER_DEVICE_BATCH.value:
     config.batch_size = config.eval_batch_size = _PER_DEVICE_BATCH.value * jax.device_count()
   # The trainer and its input pipeline take seconds to import (flax, orbax, TFDS, grain): only once the command line
   # has proved sound, so that a mistyped flag is answered at once.
-  from multimix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from multimix_jax.trainer import checkpoints  # pylint: disable=g-import-not-at-top
   from multimix_jax import data  # pylint: disable=g-import-not-at-top
-  from multimix_jax import train  # pylint: disable=g-import-not-at-top
+  from multimix_jax.trainer import train  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_abandoned_io()  # a failed save or restore is one line, not a page of asyncio tracebacks
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except (train.RunError, data.DatasetNotFoundError) as e:  # a refusal before any work exits 2, as a bad flag does
-    sys.stderr.write(f'error: {e}\n')
-    sys.exit(getattr(e, 'exit_status', 2))
+    command_line.fail(e, status=getattr(e, 'exit_status', command_line.REFUSED))
   except Exception:  # pylint: disable=broad-except  (a collective that failed because another process was lost?)
     if relay is None:
       raise
     relay.await_verdict()
-    sys.exit(1)
+    sys.exit(command_line.FAILED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  command_line.run(main, flags_parser=_parse_flags)

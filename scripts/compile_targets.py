@@ -1,7 +1,7 @@
 """The README's compiled TPU/GPU table: every shipped config compiled for a list of targets, on this machine.
 
-    python scripts/compile_targets.py --targets=h100x8,a100-40gbx8,v5e-8,v6e-8,v5e-32 --out=docs/compiled_targets.jsonl
-    python scripts/compile_targets.py --out=docs/compiled_targets.jsonl --markdown   # the table, from what is done
+    python scripts/compile_targets.py --targets=h100x8,a100-40gbx8,v5e-8,v6e-8,v5e-32 --out=results/compiled_targets.jsonl
+    python scripts/compile_targets.py --out=results/compiled_targets.jsonl --markdown   # the table, from what is done
 
 For each (config, target) it runs the run's own preflight (each branch of the config's mixing schedule and the eval
 step, as `python -m multimix_jax.main --config=... --compile_for=TARGET`) and compiles ERM's and Dense MultiMix's
@@ -22,9 +22,9 @@ import jax
 jax.config.update('jax_platforms', 'cpu')
 
 from multimix_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from multimix_jax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
-from multimix_jax import targets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from multimix_jax.targets import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax.trainer import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax import preflight  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax.preflight import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIGS = ('cifar10_r18', 'cifar10_wrn16_8', 'tinyimagenet_r18', 'imagenet_r50', 'imagenet_vit_s16', 'cifar100_vit')
 TARGETS = ('h100x8', 'a100-40gbx8', 'v5e-8', 'v6e-8', 'v5e-32')
@@ -43,21 +43,21 @@ def compile_pair(config_name, target_name, log):
   config = _load(config_name)
   started = time.perf_counter()
   try:
-    result = targets.preflight(config, target_name, log=log)
-  except (targets.DoesNotFit, targets.StepFailed) as e:
+    result = preflight.preflight(config, target_name, log=log)
+  except (preflight.DoesNotFit, preflight.StepFailed) as e:
     result = e.args[1]
   rows = result['rows']
   extra = {}
   for method in ('erm', 'dense_multimix'):
     other = _load(config_name)
     other.method = method
-    (extra[method],) = steps_lib.compile_branches(other, targets.resolve(target_name),
+    (extra[method],) = steps_lib.compile_branches(other, preflight.resolve(target_name),
                                                   methods.METHODS[method](other)[:1], log=log)
   return {'config': config_name, 'target': target_name, 'target_description': result['target'],
           'method': config.method, 'batch_size': config.batch_size, 'dtype': config.dtype, 'dataset': config.dataset,
           'rows': rows, 'erm': extra['erm'], 'dense_multimix': extra['dense_multimix'],
           'wall_s': time.perf_counter() - started, 'jax': jax.__version__,
-          'compiler': targets.resolve(target_name).compiler, 'commit': _commit()}
+          'compiler': preflight.resolve(target_name).compiler, 'commit': _commit()}
 
 
 def _commit():
@@ -75,7 +75,7 @@ def markdown(entries, per_core):
   lines = ['| config | target | batch / chip | fits | memory / chip (largest step) | MultiMix FLOPs × ERM | '
            'Dense FLOPs × ERM | Dense memory × ERM | ERM bound images/s/chip | host cores / chip | compile (s) |',
            '| --- | --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
-  from multimix_jax.targets import report  # pylint: disable=g-import-not-at-top
+  from multimix_jax.preflight import roofline  # pylint: disable=g-import-not-at-top
   for e in entries:
     rows = e['rows']
     multimix = next((r for r in rows if r['step'].startswith('train: multimix ')), None)
@@ -83,13 +83,13 @@ def markdown(entries, per_core):
     every = rows + [erm, dense]
     fits = 'yes' if all(r['fits'] for r in every) else '**no**'
     largest = max((r['total_bytes'] or 0) for r in every)
-    chip = targets.resolve(e['target']).chip  # the bound from the stored figures, with today's chip facts
-    bound = (erm['images_per_chip'] / report.bound_s(erm['flops'], erm['bytes_accessed'], chip, e['dtype'])
+    chip = preflight.resolve(e['target']).chip  # the bound from the stored figures, with today's chip facts
+    bound = (erm['images_per_chip'] / roofline.bound_s(erm['flops'], erm['bytes_accessed'], chip, e['dtype'])
              if erm['flops'] else None)
     cores = per_core.get(_CORE_KEYS[e['dataset']])
     compile_s = sum(r['compile_s'] or 0 for r in every)
     lines.append(f"| {e['config']} ({e['dtype']}) | {e['target']} | {rows[0]['images_per_chip']} | {fits} | "
-                 f"{report.size(largest)} | {_ratio(multimix and multimix['flops'], erm['flops'])} | "
+                 f"{roofline.size(largest)} | {_ratio(multimix and multimix['flops'], erm['flops'])} | "
                  f"{_ratio(dense['flops'], erm['flops'])} | {_ratio(dense['total_bytes'], erm['total_bytes'])} | "
                  f"{'—' if bound is None else f'{bound:,.0f}'} | "
                  f"{'—' if bound is None or not cores else f'{bound / cores:.1f}'} | {compile_s:.0f} |")
@@ -106,7 +106,7 @@ def markdown(entries, per_core):
 def _unrecorded_compiler(entry):
   """Rows from before the compiler was recorded: what the extras install with that row's jax."""
   jax_version = entry.get('jax')
-  if targets.resolve(entry['target']).chip.platform == 'tpu':
+  if preflight.resolve(entry['target']).chip.platform == 'tpu':
     pinned = {'0.10.2': '0.0.42.x'}.get(jax_version)  # jax[tpu]'s libtpu pin, for the jax these rows were made with
     return f'libtpu {pinned} (not recorded; jax[tpu] {jax_version} pins it)' if pinned else 'libtpu (not recorded)'
   # jax[cuda12-local] pins the plugin to jax's own version
@@ -135,7 +135,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--configs', default=','.join(CONFIGS))
   parser.add_argument('--targets', default=','.join(TARGETS))
-  parser.add_argument('--out', default='docs/compiled_targets.jsonl')
+  parser.add_argument('--out', default='results/compiled_targets.jsonl')
   parser.add_argument('--markdown', action='store_true', help='Print the table of what --out holds, compile nothing.')
   parser.add_argument('--per_core', default='',
                       help='Input images/s per CPU core, e.g. cifar=1000,tiny_imagenet=500,imagenet2012=90.')

@@ -120,25 +120,25 @@ def test_authors_protocol(name):
   assert (config.mixup_alpha, config.mixup_mode) == (2.0, 'batch')
   # Robustness (the analysis): FGSM in 8/255, PGD in 4/255 with steps of 2/255 (the papers); 10 steps from a random
   # start (our choice). A run saved before these keys existed gets its dataset's values from the analysis.
-  from multimix_jax.analysis import settings  # pylint: disable=g-import-not-at-top
+  from multimix_jax.analysis import options  # pylint: disable=g-import-not-at-top
   assert config.attack.to_dict() == dict(fgsm_eps=8 / 255, pgd_eps=4 / 255, pgd_steps=10, pgd_step_size=2 / 255,
                                          pgd_random_start=True)
-  assert settings.default_attack(dataset).to_dict() == config.attack.to_dict()
+  assert options.default_attack(dataset).to_dict() == config.attack.to_dict()
 
 
 def test_the_keys_that_may_differ_between_runs_of_one_config_are_config_keys():
   keys = set(configs.flatten(load('default').to_dict()))
   assert configs.RESUMABLE_KEYS <= keys and configs.GROUPING_IGNORED_KEYS <= keys
   assert configs.ATTACK_KEYS == {k for k in keys if k.startswith('attack.')}
-  from multimix_jax.analysis import settings  # pylint: disable=g-import-not-at-top
-  assert settings.default_attack('digits').to_dict() == load('digits').attack.to_dict()
+  from multimix_jax.analysis import options  # pylint: disable=g-import-not-at-top
+  assert options.default_attack('digits').to_dict() == load('digits').attack.to_dict()
 
 
 @pytest.mark.parametrize('name', PROTOCOL)
 def test_dataset_agrees_with_the_input_pipeline(name):
-  from multimix_jax import datasets  # pylint: disable=g-import-not-at-top
+  from multimix_jax.data import catalog  # pylint: disable=g-import-not-at-top
   config = load(name)
-  spec = datasets.DATASETS[config.dataset]
+  spec = catalog.DATASETS[config.dataset]
   assert spec.num_classes == config.num_classes
   assert spec.size in (None, config.image_size)
   # The papers' augmentation comes from the dataset: none of the configs overrides it on the host.
@@ -148,7 +148,7 @@ def test_dataset_agrees_with_the_input_pipeline(name):
 @pytest.mark.parametrize('name', NAMES)
 @pytest.mark.parametrize('num_devices', [1, 8])
 def test_trainer_accepts_it(name, num_devices):
-  from multimix_jax import train  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
+  from multimix_jax.trainer import train  # pylint: disable=g-import-not-at-top  # TensorFlow: only here
   train.validate_config(load(name), num_devices)
 
 
@@ -232,12 +232,12 @@ def test_every_config_runs_a_scaled_down_step_on_generated_data(name, tmp_path):
   """Each config's dataset, model and method for one step and a full evaluation, on its dataset generated here with
   the catalog builder's own metadata (tests/fake_data.py), in ArrayRecord as `multimix_jax.data.prepare` writes."""
   import fake_data  # pylint: disable=g-import-not-at-top
-  from multimix_jax import datasets  # pylint: disable=g-import-not-at-top
-  from multimix_jax import train  # pylint: disable=g-import-not-at-top
+  from multimix_jax.data import catalog  # pylint: disable=g-import-not-at-top
+  from multimix_jax.trainer import train  # pylint: disable=g-import-not-at-top
   config = configs.load(name)
   n = 8
   if config.dataset != 'digits':  # digits is real and offline
-    fake_data.prepare_catalog(config.dataset, tmp_path, {'train': n, datasets.DATASETS[config.dataset].eval_split: n})
+    fake_data.prepare_catalog(config.dataset, tmp_path, {'train': n, catalog.DATASETS[config.dataset].eval_split: n})
   config.data_dir = str(tmp_path)
   config.batch_size = config.eval_batch_size = n
   config.num_train_steps, config.eval_every_steps, config.checkpoint_every_steps = 1, 1, 1

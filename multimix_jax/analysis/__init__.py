@@ -11,14 +11,14 @@ overlaid training curves and a grid of projections. Nothing is written anywhere 
 
 One module per job, as the benchmark's:
 
-- `settings`: the metrics, the options, and each run's attack settings (its `config.attack`, overridable).
+- `options`: the metrics, the options, and each run's attack settings (its `config.attack`, overridable).
 - `runs`: a run's files: config.json, the checkpoint checked against the code's model, eval_history.json and the
   train loss (`scalars.jsonl`, else TensorBoard events); runs grouped as seeds of one config.
-- `figures`: the work on one run (`analyze_run`), with `evaluation` (the per-device evaluation and attacks, mapped
+- `analyze`: the work on one run (`analyze_run`), with `evaluation` (the per-device evaluation and attacks, mapped
   like the trainer's steps), `attacks` (FGSM and PGD, jax only), `metrics` (calibration and embedding figures,
   numpy only) and the t-SNE projection.
-- `report`: analysis.json, report.md and the PNGs (`plots`, matplotlib Agg) of a run, and the comparison.
-- `cli`: the command line (absl flags, as `multimix_jax.main`).
+- `outputs`: analysis.json, report.md and the PNGs (`plots`, matplotlib Agg) of a run, and the comparison.
+- `__main__`: the command line (absl flags and exit statuses, as every command's: `multimix_jax.command_line`).
 
 `analyze(workdirs, out, Options(...))` does what the command does and returns its figures.
 """
@@ -28,12 +28,12 @@ import os
 import jax
 from absl import logging
 
-from multimix_jax.analysis import report
+from multimix_jax.analysis import outputs
 from multimix_jax.analysis import runs as runs_lib
-from multimix_jax.analysis.figures import analyze_run
-from multimix_jax.analysis.report import TABLE, compare, comparison_table, write_run
+from multimix_jax.analysis.analyze import analyze_run
+from multimix_jax.analysis.outputs import TABLE, compare, comparison_table, write_run
 from multimix_jax.analysis.runs import Run, group_runs, load_run
-from multimix_jax.analysis.settings import METRICS, AnalysisError, AttackSettings, Options, check_options
+from multimix_jax.analysis.options import METRICS, AnalysisError, AttackSettings, Options, check_options
 
 
 def analyze(workdirs: list[str], out: str | None = None, options: Options = Options()) -> dict:
@@ -47,11 +47,11 @@ def analyze(workdirs: list[str], out: str | None = None, options: Options = Opti
     figures, arrays = analyze_run(run, options)
     run_out = out if out and len(runs) == 1 else os.path.join(run.workdir, 'analysis')
     if jax.process_index() == 0:
-      outputs[run_out] = report.write_run(figures, arrays, run_out)
+      outputs[run_out] = outputs.write_run(figures, arrays, run_out)
     all_figures.append(figures)
     all_arrays.append(arrays)
   if len(runs) > 1 and jax.process_index() == 0:
-    outputs[out] = report.compare(all_figures, all_arrays, runs, out)
+    outputs[out] = outputs.compare(all_figures, all_arrays, runs, out)
   return {'runs': all_figures, 'outputs': outputs}
 
 

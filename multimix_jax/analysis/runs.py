@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 
 from multimix_jax import configs
-from multimix_jax import datasets
+from multimix_jax.data import catalog
 from multimix_jax import models
-from multimix_jax import step as step_lib
-from multimix_jax.analysis.settings import AnalysisError, Options, attack_settings, default_attack
+from multimix_jax.trainer import step as step_lib
+from multimix_jax.analysis.options import AnalysisError, Options, attack_settings, default_attack
 
 SCALARS_FILE = 'scalars.jsonl'
 
@@ -60,7 +60,7 @@ def load_run(workdir: str, options: Options = Options()) -> Run:
   if config.get('model') not in models.MODELS:
     raise AnalysisError(f'{workdir}: model={config.get("model")!r} in its config.json is not a model of this code '
                         f'({", ".join(sorted(models.MODELS))}).')
-  image_shape = datasets.image_shape(config)
+  image_shape = catalog.image_shape(config)
   model = create_model(config)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, *image_shape), np.float32),
                                                train=False))

@@ -13,21 +13,21 @@ over every device), so it needs neither TensorFlow nor a dataset:
 
 One module per job:
 
-- `settings`: presets, a setting per model on the shapes its class declares (`example_input`, `example_classes`),
+- `presets`: presets, a setting per model on the shapes its class declares (`example_input`, `example_classes`),
   method names with suffixes: `_n<N>` (MultiMix's n), `_chunk<K>` (the dense loss's chunk over n; 0 = all n at
   once), `_conf_<kind>` (Dense MultiMix's confidence, e.g. `_conf_attention`) and `_stage<k>` (the entry of a
   mixing schedule timed, e.g. manifold mixup's stage).
 - `timing`: methods built by `methods.METHODS` as the trainer builds them, compiled, timed in interleaved rounds;
   compile time and memory; peak memory in a fresh process per method.
 - `torch_baseline`: ERM on the authors' PyTorch networks, in its own process.
-- `input_pipeline`: the `--input` mode.
+- `input_timing`: the `--input` mode (the host input pipeline timed).
 - `attack_timing`: the `--attacks` mode: the analysis's evaluation, FGSM and PGD timed against the trainer's eval
   step on each setting's model and shapes.
-- `compiled`: the `--target` mode: every method compiled for a target by `multimix_jax.targets`, judged on the
+- `compiled`: the `--target` mode: every method compiled for a target by `multimix_jax.preflight`, judged on the
   compiler's figures.
-- `report`: ratios to ERM with 95% confidence intervals from the paired rounds, met / missed / undecided verdicts
+- `ratios`: ratios to ERM with 95% confidence intervals from the paired rounds, met / missed / undecided verdicts
   on the targets, markdown tables.
-- `cli`: the command line (absl flags, as `multimix_jax.main`).
+- `__main__`: the command line (absl flags and exit statuses, as every command's: `multimix_jax.command_line`).
 
 `run(Options(...))` does what the command does and returns the report (a JSON-able dict, its markdown included).
 """
@@ -43,8 +43,8 @@ import jax
 
 from multimix_jax.benchmark import timing
 from multimix_jax.benchmark import torch_baseline
-from multimix_jax.benchmark.report import check_targets, log_interval, markdown_report, paired_ratio, verdict
-from multimix_jax.benchmark.settings import (ALL_METHODS, PRESETS, BenchmarkError, MethodSpec, Options, Setting,
+from multimix_jax.benchmark.ratios import check_targets, log_interval, markdown_report, paired_ratio, verdict
+from multimix_jax.benchmark.presets import (ALL_METHODS, PRESETS, BenchmarkError, MethodSpec, Options, Setting,
                                              parse_method, settings_from_options)
 from multimix_jax.benchmark.timing import benchmark_setting, make_branch
 
@@ -84,7 +84,7 @@ def run(options: Options, log=print) -> dict:
   if options.attacks:
     return _run_attacks(options, report, log)
   if options.input:
-    from multimix_jax.benchmark import input_pipeline  # pylint: disable=g-import-not-at-top  # the input pipeline
+    from multimix_jax.benchmark import input_timing  # pylint: disable=g-import-not-at-top  # the input pipeline
     datasets = [d.strip() for d in options.input_datasets.split(',') if d.strip()]
     if options.input_batches < 1 or options.mock_examples < 1 or (options.batch_size or 1) < 1:
       raise BenchmarkError('--input_batches, --mock_examples and --batch_size must be >= 1.')
@@ -93,7 +93,7 @@ def run(options: Options, log=print) -> dict:
       if not 1 <= options.input_cores <= len(available):
         raise BenchmarkError(f'--input_cores={options.input_cores} must be in [1, {len(available)}] on this machine.')
       os.sched_setaffinity(0, available[:options.input_cores])  # the pipeline's threads: one per core it may use
-    report['input'] = input_pipeline.input_benchmark(
+    report['input'] = input_timing.input_benchmark(
         datasets, batch_size=options.batch_size or 128, batches=options.input_batches, warmup=5,
         mock_examples=options.mock_examples, data_dir=options.data_dir, log=log)
   else:
@@ -152,20 +152,20 @@ def _run_attacks(options: Options, report: dict, log) -> dict:
 
 def _run_compiled(options: Options, report: dict, log) -> dict:
   """--target: every method of the settings compiled for the target (default preset: gpu), nothing timed."""
-  from multimix_jax import targets  # pylint: disable=g-import-not-at-top
+  from multimix_jax import preflight  # pylint: disable=g-import-not-at-top
   from multimix_jax.benchmark import compiled  # pylint: disable=g-import-not-at-top
   if options.input or options.attacks or options.torch or options.peak_memory:
     raise BenchmarkError('--target compiles only: drop --input, --attacks, --torch and --peak_memory.')
   try:
-    target = targets.resolve(options.target)
-  except targets.TargetError as e:
+    target = preflight.resolve(options.target)
+  except preflight.TargetError as e:
     raise BenchmarkError(f'--target: {e}') from e
   settings = settings_from_options(options, 'tpu')  # an accelerator's defaults (the gpu preset) without PyTorch
   for setting in settings:
     timing.check_setting(setting, chunk_size=options.chunk_size, num_devices=target.num_devices)
   try:
     results = [compiled.compile_setting(s, target, chunk_size=options.chunk_size, log=log) for s in settings]
-  except targets.TargetError as e:
+  except preflight.TargetError as e:
     raise BenchmarkError(str(e)) from e
   report.update(settings=results, target=target.describe())
   report['targets'] = [{'target': t, 'compiled': m, 'verdict': v} for t, m, v in compiled.check_targets(results)]

@@ -5,7 +5,7 @@ no TensorFlow): the trainer's eval step, the analysis's evaluation pass (feature
 followed by the evaluation of the attacked batch), compiled by the analysis's own functions
 (`multimix_jax.analysis.evaluation`). After one call that compiles, each round times every pass once, interleaved
 as the training benchmark does; a pass's ratio to the trainer's eval is the geometric mean of the paired round
-ratios with its 95% interval (`report.paired_ratio`).
+ratios with its 95% interval (`ratios.paired_ratio`).
 """
 
 import functools
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from multimix_jax import models
-from multimix_jax import step as step_lib
+from multimix_jax.trainer import step as step_lib
 from multimix_jax.analysis import evaluation
-from multimix_jax.benchmark import report
-from multimix_jax.benchmark.settings import Setting
+from multimix_jax.benchmark import ratios
+from multimix_jax.benchmark.presets import Setting
 
 PASSES = ('trainer_eval', 'eval', 'fgsm', 'pgd')
 _TITLES = {'trainer_eval': "trainer's eval step", 'eval': 'analysis eval pass (features, logits)',
@@ -78,7 +78,7 @@ def time_setting(setting: Setting, *, pgd_steps: int, parallelism: str = 'shard_
   result['ratio_to_trainer_eval'] = {}
   for name in PASSES[1:]:
     if rounds[name]:
-      estimate, lower, upper = report.paired_ratio(rounds[name], rounds['trainer_eval'])
+      estimate, lower, upper = ratios.paired_ratio(rounds[name], rounds['trainer_eval'])
       result['ratio_to_trainer_eval'][name] = {'estimate': estimate,
                                                'ci': None if lower is None else [lower, upper]}
   return result
@@ -97,7 +97,7 @@ def markdown_report(results: list[dict], environment: dict) -> str:
     for name in PASSES:
       seconds = result['seconds'][name]
       ratio = result['ratio_to_trainer_eval'].get(name)
-      ratio_text = '—' if ratio is None else report.interval_text(ratio['estimate'], ratio['ci'], '.2f')
+      ratio_text = '—' if ratio is None else ratios.interval_text(ratio['estimate'], ratio['ci'], '.2f')
       parts.append(f"| {_TITLES[name].format(steps=result['pgd_steps'])} | "
                    f"{'n/a' if seconds is None else f'{seconds:.4f}'} | {ratio_text} | "
                    f"{result['compile_and_first_call_s'][name]:.1f} |")

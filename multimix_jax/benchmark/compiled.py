@@ -1,19 +1,19 @@
 """`--target`: every method of the settings compiled for a TPU slice or GPU node that is not here, not timed.
 
-Each method is built as the timed benchmark builds it (`timing.make_branch`) and compiled by `multimix_jax.targets`
+Each method is built as the timed benchmark builds it (`timing.make_branch`) and compiled by `multimix_jax.preflight`
 for the target's devices at b per device. The figures are the compiler's (per-chip memory, FLOPs, bytes accessed, a
 roofline bound) and deterministic, so each method's ratio to ERM has no interval and the targets are judged on the
 figures themselves.
 """
 
 from multimix_jax import models
-from multimix_jax import step as step_lib
-from multimix_jax.benchmark import report
-from multimix_jax.benchmark.settings import Setting, parse_method
+from multimix_jax.trainer import step as step_lib
+from multimix_jax.benchmark import ratios
+from multimix_jax.benchmark.presets import Setting, parse_method
 from multimix_jax.benchmark.timing import feature_positions, make_branch, optimizer
-from multimix_jax.targets import compile as compile_lib
-from multimix_jax.targets import hardware
-from multimix_jax.targets import report as targets_report
+from multimix_jax.preflight import compile as compile_lib
+from multimix_jax.preflight import hardware
+from multimix_jax.preflight import roofline
 
 # Ratios to ERM that the compiled figures are judged on, by the loss compiled (n = 1000).
 RATIO_KEYS = {'flops': 'FLOPs', 'bytes_accessed': 'bytes accessed', 'total_bytes': 'memory'}
@@ -35,7 +35,7 @@ def compile_setting(setting: Setting, target: hardware.Target, *, chunk_size: in
                                           global_batch=setting.batch_size * len(devices),
                                           count_on_cpu=target.chip.platform != 'tpu')
     rows.append({'method': name, 'timed': branch.timed, 'loss': branch.loss_name, 'n': branch.n,
-                 **targets_report.chip_row(cost, target, setting.dtype)})
+                 **roofline.chip_row(cost, target, setting.dtype)})
   erm = next((row for row in rows if row['method'] == 'erm' and not row['error']), None)
   for row in rows:
     for key in RATIO_KEYS:
@@ -51,16 +51,16 @@ def check_targets(results: list[dict]) -> list[tuple[str, str, str]]:
   for result in results:
     model, where = result['setting']['model'], result['target']
     for row in result['methods']:
-      if row['n'] != 1000 or row['loss'] not in report.STEP_TARGETS or row['error']:
+      if row['n'] != 1000 or row['loss'] not in ratios.STEP_TARGETS or row['error']:
         continue
-      limit = report.STEP_TARGETS[row['loss']]
+      limit = ratios.STEP_TARGETS[row['loss']]
       for key in ('flops', 'bytes_accessed'):
         if row[f'{key}_to_erm'] is not None and not (key == 'bytes_accessed' and row['bytes_are_minimum']):
           ratio = row[f'{key}_to_erm']
           checks.append((f'{model} on {where}: {row["method"]} {RATIO_KEYS[key]} ≤ {limit} × erm', f'{ratio:.3f}',
                          'met' if ratio <= limit else 'missed'))
       if row['loss'] == 'dense_multimix' and model == 'resnet50' and row['total_bytes_to_erm'] is not None:
-        limit, ratio = report.DENSE_PEAK_MEMORY_TARGET, row['total_bytes_to_erm']
+        limit, ratio = ratios.DENSE_PEAK_MEMORY_TARGET, row['total_bytes_to_erm']
         checks.append((f'{model} on {where}: {row["method"]} memory ≤ {limit} × erm', f'{ratio:.3f}',
                        'met' if ratio <= limit else 'missed'))
   return checks
@@ -82,12 +82,12 @@ def markdown_setting(result: dict) -> str:
     if row['error']:
       lines.append(f"| {row['method']} | {row['timed']} | failed: {row['error'][:200]} | | | | | | | |")
       continue
-    traffic = targets_report.count(row['bytes_accessed'], 'B')
+    traffic = roofline.count(row['bytes_accessed'], 'B')
     if row['bytes_are_minimum']:
       traffic = f'≥ {traffic}'
     bound = '—' if row['bound_images_per_s'] is None else f"{row['bound_images_per_s']:,.0f}"
     lines.append(f"| {row['method']} | {row['timed']} | {row['compile_s']:.1f} | "
-                 f"{targets_report.size(row['total_bytes'])} | {targets_report.count(row['flops'])} | "
+                 f"{roofline.size(row['total_bytes'])} | {roofline.count(row['flops'])} | "
                  f"{_ratio(row['flops_to_erm'])} | {traffic} | {_ratio(row['bytes_accessed_to_erm'])} | "
                  f"{_ratio(row['total_bytes_to_erm'])} | {bound} |")
   return '\n'.join(lines)

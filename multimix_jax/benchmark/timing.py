@@ -22,13 +22,13 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from multimix_jax import losses
-from multimix_jax import methods
+from multimix_jax.mixing import losses
+from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax import step as step_lib
-from multimix_jax.benchmark import report
-from multimix_jax.benchmark.settings import BenchmarkError, MethodSpec, Setting, default_config, parse_method
-from multimix_jax.targets import compile as compile_lib
+from multimix_jax.trainer import step as step_lib
+from multimix_jax.benchmark import ratios
+from multimix_jax.benchmark.presets import BenchmarkError, MethodSpec, Setting, default_config, parse_method
+from multimix_jax.preflight import compile as compile_lib
 
 
 def feature_positions(model, image_shape: tuple[int, int, int]) -> int:
@@ -224,7 +224,7 @@ def benchmark_setting(setting: Setting, *, parallelism: str = 'shard_map', chunk
   """Compiles and times every method of `setting` interleaved; returns the setting's JSON-able result.
 
   Each row holds the per-round step times (`step_s_rounds`, seconds per step, one per round, every method timed in
-  every round) and their median; `report.add_ratios` adds the ratios to ERM with their confidence intervals.
+  every round) and their median; `ratios.add_ratios` adds the ratios to ERM with their confidence intervals.
   `peak_memory`: per-method peak device memory from isolated processes (measured before, passed in), or None.
   """
   log(f'[{setting.model}] compiling {len(setting.methods)} methods...')
@@ -264,7 +264,7 @@ def benchmark_setting(setting: Setting, *, parallelism: str = 'shard_map', chunk
     })
   result = {'setting': setting.to_json(), 'global_batch_size': global_batch, 'r': r,
             'num_devices': len(dp.devices), 'parallelism': parallelism, 'methods': rows}
-  return report.add_ratios(result)
+  return ratios.add_ratios(result)
 
 
 def measure_peak_memory(setting: dict, method: str, parallelism: str, chunk_size: int) -> dict | None:

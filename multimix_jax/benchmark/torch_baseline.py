@@ -1,6 +1,6 @@
 """The PyTorch baseline: ERM on the authors' networks in PyTorch, same batch and precision, in its own process.
 
-The networks are `multimix_jax.torch_reference`'s transcriptions of the authors' code (PreActResNet-18 with their
+The networks are `multimix_jax.models.torch_reference`'s transcriptions of the authors' code (PreActResNet-18 with their
 `PreActBlock`, WRN-16-8, torchvision's ResNet-50), so the comparison is between two implementations of one
 function. PyTorch is imported only inside `measure`, which `run_isolated` calls in a fresh process: the benchmark
 itself never imports torch, and the JAX process's device memory is not shared with it.
@@ -11,7 +11,7 @@ import statistics
 import time
 
 from multimix_jax.benchmark import timing
-from multimix_jax.benchmark.settings import Setting
+from multimix_jax.benchmark.presets import Setting
 
 
 def run_isolated(setting: Setting, *, compile_model: bool | None = None, timeout: float = 3600) -> dict:
@@ -31,7 +31,7 @@ def measure(setting: dict, compile_model: bool | None = None) -> dict:
   setting = Setting.from_json(setting)
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    from multimix_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    from multimix_jax.models import torch_reference  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     return {'error': f'torch is not installed ({e})'}
   if setting.model not in torch_reference.MODELS:

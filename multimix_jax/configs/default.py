@@ -10,7 +10,7 @@ import ml_collections
 def get_config():
   config = ml_collections.ConfigDict()
 
-  # Data: one of multimix_jax.datasets.DATASETS ('digits', 'cifar10', 'cifar100', 'tiny_imagenet',
+  # Data: one of multimix_jax.data.catalog.DATASETS ('digits', 'cifar10', 'cifar100', 'tiny_imagenet',
   # 'imagenet2012'), any other TFDS image-classification dataset prepared as ArrayRecord in data_dir (None: TFDS's
   # default, ~/tensorflow_datasets; `python -m multimix_jax.data.prepare` prepares one), or the path of a folder
   # <root>/train/<class>/<image> with <root>/val (or validation, test) beside it. num_classes and image_size: None
@@ -21,7 +21,7 @@ def get_config():
   config.image_size = ml_collections.config_dict.placeholder(int)  # training crop and evaluation size
   config.input_threads = 0  # host threads that decode and crop (0: one per CPU core)
   # Augmentation. None means the dataset's: the named datasets' follow their papers; any other gets one chosen by
-  # rule from its image size (multimix_jax/datasets.py, `by_rule`). On the host: crop ('none', 'pad_crop_flip':
+  # rule from its image size (multimix_jax/data/catalog.py, `by_rule`). On the host: crop ('none', 'pad_crop_flip':
   # pad by `padding` and crop at the image's own size, 'random_resized_crop': torchvision's, to image_size), flip.
   # On the accelerator: normalisation by mean and std (per channel, [0, 1] pixel units), then as below.
   config.augment = ml_collections.ConfigDict()
@@ -55,7 +55,7 @@ def get_config():
   config.vit.pool_norm = 'tokens'
   config.vit.drop_path = 0.0
 
-  # Mixing: one of multimix_jax.methods.METHODS.
+  # Mixing: one of multimix_jax.trainer.methods.METHODS.
   config.method = 'multimix'
   # Beta(alpha, alpha) of the pairwise path: input_mixup, cutmix, manifold_mixup, saliencymix, fmix, transmix and
   # MultiMix's other branch.

@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from multimix_jax import datasets
+from multimix_jax.data import catalog
 from multimix_jax.data import prepare
 from multimix_jax.data import transforms
 
@@ -57,7 +57,7 @@ class Data:
   `spec` is the dataset's augmentation after the config's overrides; `image_shape` (H, W, C) what the model sees.
   """
   name: str
-  spec: datasets.Dataset
+  spec: catalog.Dataset
   image_size: int
   num_classes: int
   class_names: tuple[str, ...] | None
@@ -87,11 +87,11 @@ def resolve(config) -> Data:
 def fill_config(config):
   """Fills the config keys left to the data as `resolve` does; for a named dataset from its table alone, reading
   no data (the preflight compiles runs whose data are elsewhere)."""
-  entry = datasets.DATASETS.get(config.dataset)
+  entry = catalog.DATASETS.get(config.dataset)
   if entry is None:
     resolve(config)
     return
-  spec, size = _apply(config.dataset, entry, entry.size or datasets.LARGE_IMAGE_SIZE, entry.num_classes,
+  spec, size = _apply(config.dataset, entry, entry.size or catalog.LARGE_IMAGE_SIZE, entry.num_classes,
                       json.loads(_overrides(config)))
   _fill(config, spec, size)
 
@@ -113,12 +113,12 @@ _MAX_OPENED = 8
 
 def _open(name: str, data_dir: str | None, overrides: str) -> Data:
   given = json.loads(overrides)
-  if name in datasets.DATASETS:  # a named dataset's classes and size are known: refuse a contradiction before reading
-    entry = datasets.DATASETS[name]
-    _apply(name, entry, entry.size or datasets.LARGE_IMAGE_SIZE, entry.num_classes, given)
+  if name in catalog.DATASETS:  # a named dataset's classes and size are known: refuse a contradiction before reading
+    entry = catalog.DATASETS[name]
+    _apply(name, entry, entry.size or catalog.LARGE_IMAGE_SIZE, entry.num_classes, given)
   if name == 'digits':
     entry, size, num_classes, class_names, train, evaluation = _digits()
-  elif datasets.is_folder(name):
+  elif catalog.is_folder(name):
     entry, size, num_classes, class_names, train, evaluation = _folder(name)
   else:
     entry, size, num_classes, class_names, train, evaluation = _tfds(name, data_dir)
@@ -141,8 +141,8 @@ def _apply(name, entry, size, num_classes, given):
     raise ValueError(f'num_classes={given["num_classes"]} but {name} has {num_classes} classes; leave '
                      f'num_classes unset or set --config.num_classes={num_classes}.')
   crop = given['crop'] or entry.crop
-  if crop not in datasets.CROPS:
-    raise ValueError(f'augment.crop={crop!r} must be one of {datasets.CROPS}.')
+  if crop not in catalog.CROPS:
+    raise ValueError(f'augment.crop={crop!r} must be one of {catalog.CROPS}.')
   if given['image_size'] is not None:
     if crop != 'random_resized_crop' and entry.size:
       _check_not_resized(name, given['image_size'], entry.size, crop)
@@ -174,7 +174,7 @@ def _check_not_resized(name, image_size, native, crop):
                      '--config.augment.crop=random_resized_crop.')
 
 
-def _fill(config, spec: datasets.Dataset, image_size: int):
+def _fill(config, spec: catalog.Dataset, image_size: int):
   """Writes what the data decided into the config, so that the run's config.json states it."""
   aug = config.augment
   config.num_classes = spec.num_classes
@@ -202,7 +202,7 @@ def _digits():
   train, test = model_selection.train_test_split(np.arange(len(labels)), test_size=_DIGITS_TEST_FRACTION,
                                                  random_state=_DIGITS_SPLIT_SEED, stratify=labels)
   train, test = np.sort(train), np.sort(test)
-  entry = datasets.DATASETS['digits']
+  entry = catalog.DATASETS['digits']
   return (entry, entry.size, 10, tuple(str(d) for d in range(10)),
           Split(images=images[train], labels=labels[train]), Split(images=images[test], labels=labels[test]))
 
@@ -249,9 +249,9 @@ def _tfds(name, data_dir):
                     'paths only. Mount the bucket (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, then '
                     '--config.data_dir=/mnt/BUCKET/...) or copy the prepared dataset to a local disk.') from None
   channels = info.image_shape[2] or 3
-  if name in datasets.DATASETS:
-    entry = datasets.DATASETS[name]
-    size = entry.size or datasets.LARGE_IMAGE_SIZE
+  if name in catalog.DATASETS:
+    entry = catalog.DATASETS[name]
+    size = entry.size or catalog.LARGE_IMAGE_SIZE
   else:
     height, width = info.image_shape[:2]
     if height and width:
@@ -260,7 +260,7 @@ def _tfds(name, data_dir):
       train = splits['train']
       step = max(1, len(train) // _RULE_SAMPLE)
       sizes = [transforms.encoded_size(train[i][0]) for i in range(0, len(train), step)]
-    entry, size = datasets.by_rule(sizes, channels)
+    entry, size = catalog.by_rule(sizes, channels)
   return entry, size, info.num_classes, info.class_names, splits['train'], splits['eval']
 
 
@@ -308,7 +308,7 @@ def _folder(name):
   logging.info('%s: %d training and %d evaluation images in %d classes; reading every header.', root,
                len(train_paths), len(eval_paths), len(class_names))
   sizes = _image_sizes(train_paths + eval_paths)
-  entry, size = datasets.by_rule(sizes[:len(train_paths)], 3)
+  entry, size = catalog.by_rule(sizes[:len(train_paths)], 3)
   return (entry, size, len(class_names), class_names,
           Split(_Files(train_paths, [index[c] for c in train_classes])),
           Split(_Files(eval_paths, [index[c] for c in eval_classes])))
