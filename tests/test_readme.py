@@ -1,4 +1,4 @@
-"""Every command line that README.md and launch/README.md quote parses as the program would parse it.
+"""Every command line that README.md, launch/README.md and docs/*.md quote parses as the program would parse it.
 
 The documents quote commands with flags (`python -m multimix_jax.main --config=... --config.multimix.n=10000`,
 `python -m multimix_jax.benchmark --nopeak_memory`, `python scripts/compile_targets.py --markdown`); a flag renamed
@@ -12,9 +12,11 @@ parser, in one process per program:
 - argparse scripts: their own `parse_args`, stopped before any work.
 
 Shell around a command (`VAR=... python ...`, `&&`, `$(for ...)`, `\\` continuations, `# comments`) is taken apart
-first; `$VAR` values are parsed as the strings they are.
+first; `$VAR` values are parsed as the strings they are. Fenced blocks of another language (```text output, ```python
+code, the package tree) are not shell and are not read.
 """
 
+import glob
 import json
 import os
 import re
@@ -25,13 +27,16 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTS = ('README.md', 'launch/README.md')
+DOCUMENTS = ('README.md', 'launch/README.md') + tuple(
+    sorted(os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, 'docs', '*.md'))))
+_SHELL = ('', 'bash', 'sh', 'shell', 'console', 'zsh')
 _PROGRAM = re.compile(r'^(?:python3?)$')
 
 
 def _snippets(text):
-  """Shell text of a markdown document: fenced blocks and inline code spans that run python."""
-  blocks = re.findall(r'^```[a-z]*\n(.*?)^```', text, flags=re.S | re.M)
+  """Shell text of a markdown document: fenced shell blocks and inline code spans that run python."""
+  blocks = [body for language, body in re.findall(r'^```([a-z]*)\n(.*?)^```', text, flags=re.S | re.M)
+            if language in _SHELL]
   outside = re.sub(r'^```[a-z]*\n.*?^```', '', text, flags=re.S | re.M)
   spans = [s for s in re.findall(r'`([^`\n]+)`', outside) if re.search(r'\bpython3? (-m |scripts/)', s)]
   return blocks + spans
@@ -97,7 +102,11 @@ else:
     module = importlib.import_module(program)
   if program == 'multimix_jax.main':
     from ml_collections import config_flags
-    from multimix_jax import configs, targets
+    from multimix_jax import configs
+    try:
+      from multimix_jax.preflight import hardware as targets
+    except ImportError:  # the tree before multimix_jax.targets became multimix_jax.preflight
+      from multimix_jax import targets
   for args in commands:
     args = [a for a in args if not a.startswith('$')]
     problem = None
@@ -172,6 +181,9 @@ def test_the_checker_refuses_what_the_programs_refuse():
       'python -m multimix_jax.main --workdir=$WORKDIR --config.multimix.n=many && echo done',
       'python -m multimix_jax.main --config=configs/imagenet_r50.py --compile_for=v5e-31',
       'python -m multimix_jax.main --config=configs/imagenet_r50.py --compile_for=v5e-32',
+      '```',
+      '```text',
+      '  analysis/   python -m multimix_jax.analysis: a package tree, not a command',
       '```',
   ])
   found = commands(text)
