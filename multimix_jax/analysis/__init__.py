@@ -47,11 +47,11 @@ def analyze(workdirs: list[str], out: str | None = None, options: Options = Opti
     figures, arrays = analyze_run(run, options)
     run_out = out if out and len(runs) == 1 else os.path.join(run.workdir, 'analysis')
     if jax.process_index() == 0:
-      outputs[run_out] = outputs.write_run(figures, arrays, run_out)
+      outputs[run_out] = write_run(figures, arrays, run_out)
     all_figures.append(figures)
     all_arrays.append(arrays)
   if len(runs) > 1 and jax.process_index() == 0:
-    outputs[out] = outputs.compare(all_figures, all_arrays, runs, out)
+    outputs[out] = compare(all_figures, all_arrays, runs, out)
   return {'runs': all_figures, 'outputs': outputs}
 
 

@@ -96,6 +96,8 @@ def get_config():
   # fmix (Harris et al. 2020): decay power δ of the Fourier noise its masks are thresholded from (the authors' 3).
   config.fmix = ml_collections.ConfigDict()
   config.fmix.decay_power = 3.0
+  # 'published': the authors' code, which every published FMix number used; 'paper': the spectrum the paper describes.
+  config.fmix.spectrum = 'published'
   # resizemix (Qin et al. 2020): the pasted partner's side is τ ~ U(lo, hi) of the image's (the authors' 0.1, 0.8).
   config.resizemix = ml_collections.ConfigDict()
   config.resizemix.scale_range = (0.1, 0.8)

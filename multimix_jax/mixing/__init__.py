@@ -24,6 +24,7 @@ from multimix_jax.mixing.pairs import sample_pairing
 from multimix_jax.mixing.pasting import cutmix
 from multimix_jax.mixing.pasting import cutmix_box
 from multimix_jax.mixing.pasting import fmix
+from multimix_jax.mixing.pasting import FMIX_SPECTRA
 from multimix_jax.mixing.pasting import fourier_mask
 from multimix_jax.mixing.pasting import fourier_noise
 from multimix_jax.mixing.pasting import paste

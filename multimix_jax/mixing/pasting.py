@@ -144,33 +144,108 @@ def saliencymix(key, x, y, alpha, *, mode='batch', lam_key=None):
   return paste(x, y, perm, box)
 
 
-def fourier_noise(key, shape, height, width, *, decay_power=3.0):
-  """Low-frequency noise of FMix: float32 (*shape, H, W), the inverse real FFT of complex Gaussian coefficients
-  scaled by 1 / max(f, 1 / max(H, W))^decay_power at frequency magnitude f (Harris et al. 2020, the authors'
-  `make_low_freq_image` before its rescaling to [0, 1], which does not change the order of the values)."""
+FMIX_SPECTRA = ('published', 'paper')
+
+
+def _fmix_frequencies(height, width, spectrum):
+  """(H, W_f) frequency magnitudes √(fx² + fy²) of FMix's spectrum. 'published': the authors' `fftfreqnd`, whose
+  W_f = W // 2 + 1 for even W and W // 2 + 2 for odd W (one negative frequency more, of the same magnitude);
+  'paper': the rfft grid, W_f = W // 2 + 1 (the column the authors add for odd W is one `irfftn` crops anyway)."""
   fy = np.fft.fftfreq(height)[:, None]
-  fx = np.fft.rfftfreq(width)[None, :]
-  scale = 1.0 / np.maximum(np.sqrt(fx * fx + fy * fy), 1.0 / max(height, width))**decay_power
+  if spectrum == 'published':
+    fx = np.fft.fftfreq(width)[:width // 2 + (2 if width % 2 else 1)]
+  else:
+    fx = np.fft.rfftfreq(width)
+  return np.sqrt(fx * fx + fy * fy)
+
+
+def _check_spectrum(spectrum, height):
+  if spectrum not in FMIX_SPECTRA:
+    raise ValueError(f'spectrum={spectrum!r}: expected one of {FMIX_SPECTRA}.')
+  if spectrum == 'published' and height < 2:
+    raise ValueError(f"spectrum='published' needs a height of at least 2 (it reads two rows), got {height}.")
+
+
+def fourier_noise(key, shape, height, width, *, decay_power=3.0, spectrum='published'):
+  """Low-frequency noise of FMix (Harris et al. 2020): float32 (*shape, H, W), one image per element of `shape`.
+
+  Gaussian Fourier coefficients are scaled by 1 / max(f, 1 / max(H, W))^decay_power at frequency magnitude f and
+  transformed back. This is the authors' `make_low_freq_image` before its rescaling to [0, 1] (which does not
+  change the order of the values, so not the mask either). `spectrum` chooses which of two spectra:
+
+  'published' (default): exactly what the authors' released code computes, which every published FMix number
+    came from. It draws normals of shape (1, H, W_f, 2) meant as real and imaginary parts over the (H, W_f)
+    frequency grid, but then indexes the height axis instead of the last one (`spectrum[:, 0] + 1j *
+    spectrum[:, 1]`): the real parts are the 2·W_f draws of frequency row 0 (fy = 0) and the imaginary parts
+    those of row 1 (fy = 1/H), all other rows are discarded, and the result, (1, W_f, 2), goes to
+    `irfftn(·, (H, W))`. The grid's W_f width frequencies thus fill the first W_f slots of the image's height
+    axis (a full FFT axis of length H: zero-padded or cropped to H), and the real/imaginary index becomes the
+    width frequency: every image holds only width frequencies 0 and 1 (one period across the image), and on
+    non-square images the scales belong to the other axis. W_f is that of the authors' `fftfreqnd`: W // 2 + 1,
+    or W // 2 + 2 for odd W (the extra column survives, on the height axis). `key` draws only the two rows read,
+    `jax.random.normal(key, (*shape, 2, W_f, 2))`, the published `param[:, :2]`. Needs H ≥ 2.
+  'paper': the spectrum as the paper describes it: independent real and imaginary parts at every frequency of the
+    rfft grid, `key` drawing `jax.random.normal(key, (2, *shape, H, W // 2 + 1))` (real, imaginary).
+  """
+  _check_spectrum(spectrum, height)
+  scale = (1.0 / np.maximum(_fmix_frequencies(height, width, spectrum), 1.0 / max(height, width))**decay_power)
+  scale = scale.astype(np.float32)
+  if spectrum == 'published':
+    draws = jax.random.normal(key, (*shape, 2, scale.shape[1], 2))  # rows 0 and 1 of the authors' param
+    scaled = scale[:2, :, None] * draws
+    coefficients = scaled[..., 0, :, :] + 1j * scaled[..., 1, :, :]  # (*shape, W_f, 2), as the authors index
+    # irfftn with s=(H, W) over the last two axes, as numpy's: W_f zero-padded or cropped to H (a full FFT axis),
+    # the 2 padded to W // 2 + 1 (the rfft axis).
+    return jnp.fft.irfftn(coefficients, s=(height, width), axes=(-2, -1)).astype(jnp.float32)
   coefficients = jax.random.normal(key, (2, *shape, height, width // 2 + 1))
-  spectrum = scale.astype(np.float32) * (coefficients[0] + 1j * coefficients[1])
-  return jnp.fft.irfft2(spectrum, s=(height, width)).astype(jnp.float32)
+  return jnp.fft.irfft2(scale * (coefficients[0] + 1j * coefficients[1]), s=(height, width)).astype(jnp.float32)
 
 
-def fourier_mask(key, lam, height, width, *, decay_power=3.0):
-  """FMix's binary mask: bool (*lam.shape, H, W), True at the round(lam · H · W) largest values of `fourier_noise`;
-  its mean is lam to within half a pixel (1 / (2 · H · W)). lam: () or (b,), in [0, 1]."""
+def _floor_and_ceil_of_product(lam, n):
+  """int32 ⌊lam · n⌋ and ⌈lam · n⌉ of the exact product of float32 lam in [0, 1] and the integer n < 2^22: the
+  authors' float64 `lam * mask.size` (exact for a float32 lam), where a float32 product may round onto or across an
+  integer. lam = m · 2^-shift with the integer significand m (24 bits), cut in bytes so m · n never leaves int32."""
+  if not 0 < n < 1 << 22:
+    raise ValueError(f'FMix masks count up to 2^22 pixels exactly, got {n}.')
+  bits = jax.lax.bitcast_convert_type(lam, jnp.int32)
+  bits = jnp.where(bits < 0, 0, jnp.minimum(bits, 0x3F800000))  # lam clipped to [0, 1] on its bits (keeps subnormals)
+  exponent = bits >> 23
+  significand = jnp.where(exponent > 0, (bits & 0x7FFFFF) | 0x800000, bits & 0x7FFFFF)
+  shift = 150 - jnp.maximum(exponent, 1) - 16  # lam · n = (m · n / 2^16) / 2^shift; shift ≥ 7 for lam ≤ 1
+  carry, inexact = jnp.zeros_like(bits), jnp.zeros_like(bits, dtype=bool)
+  for byte in range(2):  # the low two bytes of m · n: into the carry, and whether any bit is set
+    partial = ((significand >> (8 * byte)) & 0xFF) * n + carry
+    carry, inexact = partial >> 8, inexact | ((partial & 0xFF) != 0)
+  high = (significand >> 16) * n + carry  # ⌊m · n / 2^16⌋ < 2^8 · n + n
+  floor = jnp.where(shift > 30, 0, high >> jnp.minimum(shift, 30))
+  inexact = inexact | (high != floor << jnp.minimum(shift, 30))
+  return floor, floor + inexact.astype(jnp.int32)
+
+
+def fourier_mask(key, lam, height, width, *, decay_power=3.0, spectrum='published'):
+  """FMix's binary mask: bool (*lam.shape, H, W), True at the `count` largest values of `fourier_noise` (of
+  `spectrum`, see there). As the authors' `binarise_mask`, count is ⌈lam · H · W⌉ or ⌊lam · H · W⌋ (of the exact
+  product, as their float64 one) on a fair coin, one per mask, so the mask's mean is within a pixel (1 / (H · W))
+  of lam. lam: () or (b,), in [0, 1]. `key` splits into the noise's key and the coins' key (`jax.random.split`);
+  the coins are `jax.random.bernoulli(coin_key, 0.5, lam.shape)`, True for rounding up."""
   lam = jnp.asarray(lam, jnp.float32)
-  noise = fourier_noise(key, lam.shape, height, width, decay_power=decay_power).reshape(*lam.shape, -1)
-  count = jnp.round(lam * height * width).astype(jnp.int32)
+  noise_key, coin_key = jax.random.split(key)
+  noise = fourier_noise(noise_key, lam.shape, height, width, decay_power=decay_power, spectrum=spectrum)
+  noise = noise.reshape(*lam.shape, -1)
+  floor, ceil = _floor_and_ceil_of_product(lam, height * width)
+  count = jnp.where(jax.random.bernoulli(coin_key, 0.5, lam.shape), ceil, floor)
   ranks = jnp.argsort(jnp.argsort(-noise, axis=-1), axis=-1)  # 0 at the largest value
   return (ranks < count[..., None]).reshape(*lam.shape, height, width)
 
 
-def fmix(key, x, y, alpha, *, decay_power=3.0, mode='batch', lam_key=None):
+def fmix(key, x, y, alpha, *, decay_power=3.0, spectrum='published', mode='batch', lam_key=None):
   """FMix (Harris et al. 2020) on images x (b, H, W, C) and targets y (b, c).
 
   Each example keeps its own pixels where `fourier_mask` (thresholded low-frequency noise, lam ~ Beta(alpha,
   alpha), decay power δ) is True and takes its partner's elsewhere; the targets mix with the mask's exact mean.
+  `spectrum` (see `fourier_noise`): 'published' (default) — the noise of the authors' released code, which every
+  published FMix number used (it keeps only two rows of the frequency grid, having indexed the height axis where
+  it meant real and imaginary parts); 'paper' — the whole spectrum drawn as the paper describes it.
   `mode` (see `sample_pairing`): 'batch' — one lam and one mask for the batch, as the authors' code; 'elem' — one
   per example; 'pair' — the pair shares lam and the mask, each member keeping its own pixels where the mask is
   True. `lam_key` draws lam and the mask.
@@ -180,11 +255,12 @@ def fmix(key, x, y, alpha, *, decay_power=3.0, mode='batch', lam_key=None):
   check_batch(x=x, y=y)
   check_mode(mode)
   b, height, width, _ = x.shape
+  _check_spectrum(spectrum, height)
   key_pair, key_mask = jax.random.split(key)
   if lam_key is not None:
     lam_key, key_mask = jax.random.split(lam_key)
   perm, lam = sample_pairing(key_pair, b, alpha, mode=mode, lam_key=lam_key)
-  mask = fourier_mask(key_mask, lam, height, width, decay_power=decay_power)
+  mask = fourier_mask(key_mask, lam, height, width, decay_power=decay_power, spectrum=spectrum)
   if mode == 'pair':
     mask = mask[first_of_pair(perm)]
   return paste(x, y, perm, ~jnp.broadcast_to(mask, (b, height, width)))

@@ -1,13 +1,13 @@
 """Properties of the pasting baselines (`multimix_jax.mixing.pasting`): CutMix, SaliencyMix, FMix, ResizeMix, TransMix."""
 
-import flax.linen as nn
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from scipy import stats
 
 import multimix_jax as mm
 
@@ -181,20 +181,135 @@ def test_saliencymix_centres_the_box_on_the_partners_saliency_peak():
 
 @pytest.mark.parametrize('height,width', [(8, 8), (10, 7), (32, 32)])
 def test_fmix_mask_mean_is_the_drawn_lambda_within_a_pixel(height, width):
+  """The authors' count: ⌈λ·H·W⌉ or ⌊λ·H·W⌋ on a coin per mask, both occurring."""
   lam = jnp.concatenate([jnp.array([0.0, 1.0, 0.5]), jax.random.uniform(KEY, (61,))])
   mask = np.asarray(mm.fourier_mask(jax.random.key(3), lam, height, width))
   assert mask.shape == (64, height, width) and mask.dtype == bool
-  assert np.abs(mask.mean((1, 2)) - np.asarray(lam)).max() <= 0.5 / (height * width) + 1e-7
+  area = np.asarray(lam, np.float64) * height * width
+  count = mask.sum((1, 2))
+  assert ((count == np.floor(area)) | (count == np.ceil(area))).all()
+  fractional = area != np.round(area)
+  assert (count[fractional] == np.ceil(area[fractional])).any()
+  assert (count[fractional] == np.floor(area[fractional])).any()
+  assert np.abs(mask.mean((1, 2)) - np.asarray(lam)).max() < 1 / (height * width)
   batch_mask = mm.fourier_mask(jax.random.key(3), 0.3, height, width)  # one λ: one mask
   assert batch_mask.shape == (height, width)
 
 
-def test_fmix_noise_is_the_authors_low_frequency_image():
-  """The noise is the authors' `make_low_freq_image` (before its monotone rescaling), with the same coefficients;
-  the decay makes masks smooth: far fewer neighbours disagree at δ = 3 than with white noise (δ = 0)."""
+def test_fmix_count_rounds_the_exact_product_as_the_authors_float64():
+  """⌊λ·n⌋ and ⌈λ·n⌉ of the exact product of a float32 λ (the authors' float64 `lam * mask.size`), also where the
+  float32 product rounds onto or across an integer."""
+  from fractions import Fraction  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  n_values = [1, 70, 960, 1024, 50176, (1 << 22) - 1]
+  lams = np.concatenate([[0.0, 1.0, 0.5, 0.3, 1e-45, 1e-30, np.nextafter(np.float32(1), np.float32(0))],
+                         rng.uniform(size=200)]).astype(np.float32)
+  for n in n_values:
+    near = (rng.integers(0, n + 1, 100) / n).astype(np.float32)  # λ·n within float32 rounding of an integer
+    near = np.concatenate([near, np.nextafter(near, np.float32(0)), np.nextafter(near, np.float32(2))])
+    lam = np.clip(np.concatenate([lams, near]), 0, 1).astype(np.float32)
+    floor, ceil = map(np.asarray, jax.jit(mm.mixing.pasting._floor_and_ceil_of_product, static_argnums=1)(lam, n))
+    exact = [Fraction(float(value)) * n for value in lam]
+    np.testing.assert_array_equal(floor, [math.floor(value) for value in exact])
+    np.testing.assert_array_equal(ceil, [math.ceil(value) for value in exact])
+    np.testing.assert_array_equal(floor, np.floor(lam.astype(np.float64) * n))  # the authors' float64 product
+
+
+def published_low_freq_image(param, decay, height, width):
+  """The authors' `make_low_freq_image(decay, (H, W))` (ecs-vlc/FMix, fmix.py, with `fftfreqnd` and
+  `get_spectrum`), transcribed for two dimensions and ch = 1, with its normal draws `param` (1, H, W_f, 2) passed
+  in for `np.random.randn(*param_size)`: (1, H, W) in [0, 1]."""
+  h, w, z = height, width, 0
+  fy = np.expand_dims(np.fft.fftfreq(h), -1)  # fftfreqnd(h, w)
+  fx = np.fft.fftfreq(w)[:w // 2 + 2] if w % 2 == 1 else np.fft.fftfreq(w)[:w // 2 + 1]
+  freqs = np.sqrt(fx * fx + fy * fy)
+  scale = np.ones(1) / (np.maximum(freqs, np.array([1. / max(w, h, z)]))**decay)  # get_spectrum
+  param_size = [1] + list(freqs.shape) + [2]
+  assert list(param.shape) == param_size
+  scale = np.expand_dims(scale, -1)[None, :]
+  spectrum = scale * param
+  spectrum = spectrum[:, 0] + 1j * spectrum[:, 1]  # make_low_freq_image
+  # The authors' call is irfftn(spectrum, shape): numpy's default axes for s of length 2 are the last two.
+  mask = np.real(np.fft.irfftn(spectrum, (h, w), axes=(1, 2)))
+  mask = mask[:1, :h, :w]
+  mask = (mask - mask.min())
+  return mask / mask.max()
+
+
+def published_binarise_mask(mask, lam, round_up):
+  """The authors' `binarise_mask(mask, lam, in_shape)` with max_soft = 0, its coin `random.random() > 0.5` given
+  as `round_up`."""
+  idx = mask.reshape(-1).argsort()[::-1]
+  mask = mask.reshape(-1).copy()
+  num = math.ceil(lam * mask.size) if round_up else math.floor(lam * mask.size)
+  mask[idx[:num]] = 1
+  mask[idx[num:]] = 0
+  return mask
+
+
+@pytest.mark.parametrize('height,width', [(32, 32), (24, 40), (40, 24), (7, 10), (10, 7), (4, 32)])
+def test_fmix_default_noise_and_mask_are_the_published_codes(height, width):
+  """With the same normal draws (our two rows in the published code's param, whose other rows it never reads) the
+  default noise rescaled to [0, 1] is the published low-frequency image, and the mask is the published binarised
+  one with the same coin: not a pixel differs, but at a tie with the threshold up to float32 rounding."""
+  decay, b = 3.0, 4
+  key = jax.random.key(5)
+  lam = np.array([0.3, 0.5, 0.77, 0.123], np.float32)
+  masks = np.asarray(mm.fourier_mask(key, jnp.asarray(lam), height, width, decay_power=decay))
+  noise_key, coin_key = jax.random.split(key)
+  noise = np.asarray(mm.mixing.fourier_noise(noise_key, (b,), height, width, decay_power=decay), np.float64)
+  width_f = width // 2 + (2 if width % 2 else 1)
+  rows = np.asarray(jax.random.normal(noise_key, (b, 2, width_f, 2)), np.float64)
+  coins = np.asarray(jax.random.bernoulli(coin_key, 0.5, (b,)))
+  rng = np.random.default_rng(0)
+  for i in range(b):
+    param = rng.normal(size=(1, height, width_f, 2))
+    param[0, :2] = rows[i]
+    image = published_low_freq_image(param, decay, height, width)[0]
+    ours = (noise[i] - noise[i].min()) / (noise[i].max() - noise[i].min())
+    np.testing.assert_allclose(ours, image, atol=2e-5)
+    expected = published_binarise_mask(image, float(lam[i]), coins[i]).reshape(height, width) == 1
+    assert masks[i].sum() == expected.sum()
+    differ = masks[i] != expected
+    if differ.any():  # only at ties: values within float32 rounding of the threshold
+      cutoff = np.sort(image.reshape(-1))[::-1][max(int(expected.sum()) - 1, 0)]
+      assert np.abs(image[differ] - cutoff).max() < 2e-5, differ.sum()
+  # The published indexing's axis behaviour: only width frequencies 0 and 1 (one period across the image).
+  spectrum = np.abs(np.fft.rfft2(noise[0]))
+  assert spectrum[:, 2:].max() < 1e-6 * spectrum.max() and spectrum[:, 1].max() > 1e-3 * spectrum.max()
+
+
+@pytest.mark.parametrize('spectrum', ['published', 'paper'])
+def test_fmix_pastes_the_partner_outside_the_mask_of_its_spectrum(spectrum):
+  b, height, width = 6, 12, 9
+  x = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32)[:, None, None, None], (b, height, width, 1))
+  y = jax.nn.one_hot(jnp.arange(b), b)
+  key = jax.random.key(6)
+  key_pair, key_mask = jax.random.split(key)
+  perm, lam = mm.sample_pairing(key_pair, b, 1.0)
+  mask = np.asarray(mm.fourier_mask(key_mask, lam, height, width, spectrum=spectrum))
+  xt = np.asarray(mm.fmix(key, x, y, 1.0, spectrum=spectrum)[0][..., 0])
+  np.testing.assert_array_equal(xt, np.where(mask, np.arange(b)[:, None, None], np.asarray(perm)[:, None, None]))
+  if spectrum == 'published':
+    np.testing.assert_array_equal(xt, mm.fmix(key, x, y, 1.0)[0][..., 0])  # the default
+
+
+def test_fmix_refuses_an_unknown_spectrum_and_a_published_one_row_high():
+  with pytest.raises(ValueError, match='spectrum'):
+    mm.fourier_mask(KEY, 0.5, 8, 8, spectrum='text')
+  with pytest.raises(ValueError, match='height of at least 2'):
+    mm.mixing.fourier_noise(KEY, (), 1, 8)
+  mm.mixing.fourier_noise(KEY, (), 1, 8, spectrum='paper')
+
+
+def test_fmix_paper_spectrum_is_the_whole_low_frequency_grid():
+  """spectrum='paper': independent real and imaginary parts at every frequency of the grid (the published
+  `make_low_freq_image` with its real/imaginary axis indexed as meant, before its monotone rescaling), with the
+  same coefficients; the decay makes masks smooth: far fewer neighbours disagree at δ = 3 than with white noise
+  (δ = 0)."""
   height, width, decay = 12, 9, 3.0
   key = jax.random.key(4)
-  noise = np.asarray(mm.mixing.fourier_noise(key, (), height, width, decay_power=decay))
+  noise = np.asarray(mm.mixing.fourier_noise(key, (), height, width, decay_power=decay, spectrum='paper'))
   coefficients = np.asarray(jax.random.normal(key, (2, height, width // 2 + 1)), np.float64)
   fy = np.fft.fftfreq(height)[:, None]
   fx = np.fft.fftfreq(width)[:width // 2 + 2] if width % 2 else np.fft.fftfreq(width)[:width // 2 + 1]
@@ -203,7 +318,8 @@ def test_fmix_noise_is_the_authors_low_frequency_image():
   np.testing.assert_allclose(noise, np.fft.irfft2(spectrum, (height, width)), rtol=1e-4, atol=1e-5)
 
   def disagreements(decay_power):
-    masks = np.asarray(mm.fourier_mask(key, jnp.full((32,), 0.5), 32, 32, decay_power=decay_power))
+    masks = np.asarray(mm.fourier_mask(key, jnp.full((32,), 0.5), 32, 32, decay_power=decay_power,
+                                       spectrum='paper'))
     return (masks[:, 1:] != masks[:, :-1]).mean() + (masks[:, :, 1:] != masks[:, :, :-1]).mean()
 
   assert disagreements(3.0) < 0.25 * disagreements(0.0)
