@@ -28,7 +28,6 @@ import os
 import jax
 from absl import logging
 
-from multimix_jax.analysis import outputs
 from multimix_jax.analysis import runs as runs_lib
 from multimix_jax.analysis.analyze import analyze_run
 from multimix_jax.analysis.outputs import TABLE, compare, comparison_table, write_run
@@ -41,18 +40,18 @@ def analyze(workdirs: list[str], out: str | None = None, options: Options = Opti
   {'runs': [figures], 'outputs': {directory: [files]}}."""
   options = check_options(options, workdirs, out)
   runs = [runs_lib.load_run(w, options) for w in workdirs]
-  outputs, all_figures, all_arrays = {}, [], []
+  written, all_figures, all_arrays = {}, [], []
   for run in runs:
     logging.info('Analysing %s (step %d).', run.workdir, run.step)
     figures, arrays = analyze_run(run, options)
     run_out = out if out and len(runs) == 1 else os.path.join(run.workdir, 'analysis')
     if jax.process_index() == 0:
-      outputs[run_out] = write_run(figures, arrays, run_out)
+      written[run_out] = write_run(figures, arrays, run_out)
     all_figures.append(figures)
     all_arrays.append(arrays)
   if len(runs) > 1 and jax.process_index() == 0:
-    outputs[out] = compare(all_figures, all_arrays, runs, out)
-  return {'runs': all_figures, 'outputs': outputs}
+    written[out] = compare(all_figures, all_arrays, runs, out)
+  return {'runs': all_figures, 'outputs': written}
 
 
 __all__ = ['METRICS', 'TABLE', 'AnalysisError', 'AttackSettings', 'Options', 'Run', 'analyze', 'analyze_run',
