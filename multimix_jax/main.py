@@ -101,7 +101,7 @@ def _parse_flags(argv):
 
 def _compile_for(config, target):
   """The preflight: the table on stdout, progress on stderr; a step that does not fit is one error line."""
-  child.rerun_in_child('multimix_jax.main', target, error_status=2)  # a crash of the compiler is one error line
+  child.rerun_in_child('multimix_jax.main', target, error_status=command_line.FAILED)  # a compiler crash: one line
   jax.config.update('jax_platforms', 'cpu')  # the target's devices are compile-only; this machine's need not start
   try:
     result = preflight.preflight(config, target, log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -65,7 +65,7 @@ def write_run(figures: dict, arrays: dict, out: str) -> list[str]:
 
 def run_report(figures: dict, images: list[str]) -> str:
   lines = [f'# Analysis of {figures["label"]}', '', f'{_title(figures)}; {figures["examples"]} test examples on '
-           f'{figures["devices"]} device(s) ({figures["parallelism"]}). Definitions: README, section Analysis.', '',
+           f'{figures["devices"]} device(s) ({figures["parallelism"]}). Definitions: docs/analysis.md.', '',
            '| figure | value |', '| --- | ---: |']
   for key, name, digits in TABLE:
     if key in figures:

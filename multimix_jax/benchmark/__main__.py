@@ -84,7 +84,7 @@ def main(argv):
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   if flags.FLAGS.target:  # the target's devices are compile-only: this machine's accelerators need not start
     from multimix_jax.preflight import child  # pylint: disable=g-import-not-at-top
-    child.rerun_in_child('multimix_jax.benchmark', flags.FLAGS.target, error_status=1)  # a compiler crash: one line
+    child.rerun_in_child('multimix_jax.benchmark', flags.FLAGS.target, error_status=command_line.FAILED)  # a compiler crash: one line
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_platforms', 'cpu')
   from multimix_jax import benchmark  # pylint: disable=g-import-not-at-top

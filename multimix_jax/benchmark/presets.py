@@ -24,7 +24,7 @@ ATTENTION_METHODS = methods.NEEDS_ATTENTION
 
 def default_methods(model: str) -> tuple[str, ...]:
   """ALL_METHODS, and ATTENTION_METHODS where `model` sows the attention they read."""
-  return ALL_METHODS + (ATTENTION_METHODS if getattr(models.MODELS[model], 'sows_attention', False) else ())
+  return ALL_METHODS + (ATTENTION_METHODS if models.sows_attention(model) else ())
 
 
 class BenchmarkError(ValueError):

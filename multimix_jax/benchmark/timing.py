@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 from multimix_jax.mixing import losses
 from multimix_jax.trainer import methods
 from multimix_jax import models
+from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax.benchmark import ratios
 from multimix_jax.benchmark.presets import BenchmarkError, MethodSpec, Setting, default_config, parse_method
@@ -64,7 +65,7 @@ def make_branch(spec: MethodSpec, setting: Setting, *, num_devices: int, r: int,
   alternates it with input mixup, which costs what ERM does). Suffixes are checked against the built loss
   function's own hyperparameters, so any method of METHODS works here unchanged.
   """
-  if spec.base in methods.NEEDS_ATTENTION and not getattr(models.MODELS[setting.model], 'sows_attention', False):
+  if spec.base in methods.NEEDS_ATTENTION and not models.sows_attention(setting.model):
     raise BenchmarkError(f'method {spec.name!r} needs the attention of a Vision Transformer (--model=vit_*); '
                          f'{setting.model} has none.')
   config = default_config()
@@ -192,7 +193,7 @@ def optimizer():
   """The trainer's default optimiser (SGD with momentum), as every benchmarked step uses it."""
   config = default_config()
   config.num_train_steps = 10**9  # only the learning-rate schedule reads it
-  return step_lib.create_optimizer(config, steps_per_epoch=1000)[0]
+  return optim.create_optimizer(config, steps_per_epoch=1000)[0]
 
 
 def _build(setting, *, parallelism, chunk_size, only=None, log=print):

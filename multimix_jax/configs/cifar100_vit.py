@@ -5,7 +5,7 @@ github.com/aanna0701/SPT_LSA_ViT (`main.py` defaults): AdamW on every parameter,
 batch 128, 100 epochs, a 10-epoch warmup then cosine decay, label smoothing 0.1, stochastic depth 0.1 (`--sd`),
 random erasing 0.25 (`--re`; theirs fills with the mean colour and erases at most 0.4 of the image, ours is timm's:
 noise, at most 1/3). Their CIFAR AutoAugment policy, repeated augmentation and their mixup / CutMix are not here:
-see the README's "Vision Transformers" section. Their ViT has a class token; `vit_cifar` pools by averaging.
+see docs/vit.md. Their ViT has a class token; `vit_cifar` pools by averaging.
 """
 
 from multimix_jax.configs import cifar100_r18

@@ -1,7 +1,7 @@
 """CIFAR-10, PreActResNet-18: the paper's training protocol, which is the one of the authors' AlignMixup code.
 
 The other paper configs derive from this one. Every protocol value is set here, so that tuning the digits
-default cannot move it; the README's "Protocol" table gives the source of each.
+default cannot move it; docs/protocol.md gives the source of each.
 """
 
 from multimix_jax.configs import default
@@ -40,7 +40,7 @@ def get_config():
 
   # Robustness (the analysis): FGSM in an 8/255 L∞ ball, PGD in a 4/255 ball with steps of 2/255, the protocol of
   # the AlignMixup paper that the MultiMix paper reuses, for every dataset derived from this config (CIFAR,
-  # TinyImageNet, ImageNet). The number of PGD steps and the random start are our choice (see the README).
+  # TinyImageNet, ImageNet). The number of PGD steps and the random start are our choice (see docs/protocol.md).
   config.attack.fgsm_eps = 8 / 255
   config.attack.pgd_eps = 4 / 255
   config.attack.pgd_steps = 10

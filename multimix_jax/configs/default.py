@@ -49,13 +49,14 @@ def get_config():
   config.dtype = 'float32'
   # Vision Transformers only (models 'vit_*'; the config check refuses these set on another model). pool_norm:
   # 'tokens' normalises every token then averages (big_vision; the head's dense logits average to the logits),
-  # 'after_pool' averages then normalises (timm's global_pool='avg'); see the README's "Vision Transformers".
+  # 'after_pool' averages then normalises (timm's global_pool='avg'); see docs/vit.md.
   # drop_path: stochastic depth of the last block, rising linearly from 0 over the blocks (timm's drop_path_rate).
   config.vit = ml_collections.ConfigDict()
   config.vit.pool_norm = 'tokens'
   config.vit.drop_path = 0.0
 
-  # Mixing: one of multimix_jax.trainer.methods.METHODS.
+  # Mixing: one of multimix_jax.trainer.methods.METHODS (a module per family there holds each method's loss, builder
+  # and the checks of the keys below that it reads).
   config.method = 'multimix'
   # Beta(alpha, alpha) of the pairwise path: input_mixup, cutmix, manifold_mixup, saliencymix, fmix, transmix and
   # MultiMix's other branch.
@@ -107,6 +108,7 @@ def get_config():
   config.transmix.attention_weight = 0.5
 
   # Optimisation: SGD with momentum, L2 weight decay added to the gradient (PyTorch's SGD), piecewise schedule.
+  # optimizer and schedule: one of multimix_jax.trainer.optim.OPTIMIZERS and SCHEDULES.
   config.optimizer = 'sgd'  # or 'adamw' (decoupled weight decay, as PyTorch's AdamW)
   config.batch_size = 128  # global; split evenly over devices
   config.num_epochs = 100

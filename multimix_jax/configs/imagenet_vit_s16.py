@@ -6,7 +6,7 @@ parameters or position embeddings), label smoothing 0.1, stochastic depth 0.1, 3
 augmentation (timm's `create_transform` as DeiT calls it): random-resized crop resized bicubically, flip,
 RandAugment 'rand-m9-mstd0.5-inc1', random erasing 0.25; no colour jitter (timm turns it off under RandAugment)
 and no PCA lighting (AlignMixup's ImageNet recipe, which `imagenet_r50` keeps). The evaluation resize is bicubic as
-well. The README's "Vision Transformers" section lists what still differs from DeiT-S. Dense MultiMix over
+well. docs/vit.md lists what still differs from DeiT-S. Dense MultiMix over
 tokens: `--config.method=dense_multimix --config.multimix.confidence=attention`.
 """
 

@@ -16,7 +16,7 @@ _LAZY = {
     'train_batches': 'pipeline', 'eval_batches': 'pipeline',
     'resolve': 'sources', 'Data': 'sources', 'DataError': 'sources',
     'DatasetError': 'prepare', 'DatasetNotFoundError': 'prepare',
-    'RESIZE_METHODS': 'transforms',
+    'RESIZE_METHODS': 'catalog',
 }
 
 

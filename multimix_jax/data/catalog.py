@@ -4,7 +4,7 @@
 `config.data_dir`, or the path of a folder of images in class sub-folders (`multimix_jax.data` reads all three).
 The named datasets carry the augmentation of the papers; a dataset the project has never seen gets one chosen by
 `by_rule` from its image size. Every choice can be overridden by a key of `config.augment`, and the run's
-config.json states the values it used.
+config.json states the values it used; `config_problems` checks those keys.
 
 Nothing here reads data or imports TensorFlow: the preflight and the analysis use it.
 """
@@ -17,6 +17,8 @@ GREY_MEAN, GREY_STD = (0.449,), (0.226,)
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 CROPS = ('none', 'pad_crop_flip', 'random_resized_crop')
+# How random-resized crops (and evaluation's center crops) are resized: PIL's filters (transforms.py).
+RESIZE_METHODS = ('bilinear', 'bicubic')
 # The largest side, in pixels, of images that the rule trains on at their own size (padded, cropped and flipped,
 # as CIFAR and Tiny ImageNet); larger or unequal images get ImageNet's random-resized crop.
 SMALL_IMAGE_SIDE = 64
@@ -102,3 +104,30 @@ def num_classes(config) -> int | None:
   """`config.num_classes`, else a named dataset's (None for a dataset whose classes only its data tell)."""
   entry = DATASETS.get(config.dataset)
   return config.num_classes or (entry.num_classes if entry else None)
+
+
+def config_problems(config) -> list[str]:
+  """One sentence per bad value of the augmentation keys (`augment.*`: the host's crop and resize, the device's
+  colour jitter, lighting, RandAugment and random erasing, multimix_jax/data/device_augment.py); once each is valid,
+  augmentation asked of a named dataset that is not augmented (digits)."""
+  aug, problems = config.augment, []
+  if aug.resize not in RESIZE_METHODS:
+    problems.append(f'augment.resize={aug.resize!r} must be one of {RESIZE_METHODS}.')
+  for name in ('color_jitter', 'lighting_std'):
+    if not (aug[name] is None or aug[name] >= 0):
+      problems.append(f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
+  if not (isinstance(aug.randaugment_layers, int) and aug.randaugment_layers >= 0):
+    problems.append(f'augment.randaugment_layers={aug.randaugment_layers!r} must be an int >= 0 (0: no RandAugment).')
+  if not 0 <= aug.randaugment_magnitude <= 10:
+    problems.append(f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in [0, 10].')
+  if not aug.randaugment_magnitude_std >= 0:
+    problems.append(f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must be >= 0.')
+  if not 0 <= aug.random_erasing <= 1:
+    problems.append(f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
+  if not (aug.crop is None or aug.crop in CROPS):
+    problems.append(f'augment.crop={aug.crop!r} must be one of {CROPS}.')
+  if not problems and config.dataset in DATASETS and DATASETS[config.dataset].crop == 'none':
+    if aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std or aug.flip:
+      problems.append(f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave '
+                      'augment.* at their defaults.')
+  return problems

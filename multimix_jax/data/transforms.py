@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image
 import simplejpeg
 
+from multimix_jax.data.catalog import RESIZE_METHODS  # config.augment.resize: the names of _PIL_FILTERS
+
 cv2.setNumThreads(1)
 
-RESIZE_METHODS = ('bilinear', 'bicubic')
 EVAL_CROP_FRACTION = 224 / 256  # evaluation: resize the shorter side to size / this, center crop size
 _PIL_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 _JPEG_MAGIC = b'\xff\xd8'

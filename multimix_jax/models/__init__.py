@@ -7,6 +7,7 @@ mixup); `common.Model` states the shapes and dtypes.
 
 A new model is one subclass of `common.Model` (with its `example_input` and `example_classes`; a CNN lists its
 stem and stages and hands them to `common.run_stages`, which applies the mixing) plus one line in `MODELS`.
+`config_problems` checks the keys of a run's config that choose and configure the model (`model`, `vit.*`).
 """
 
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from multimix_jax.models import common
 from multimix_jax.models.preact_resnet import PreActResNet18
 from multimix_jax.models.resnet import ResNet50
 from multimix_jax.models.small_cnn import SmallCNN
-from multimix_jax.models.vit import ViT, ViTB16, ViTCifar, ViTS16, ViTTi16
+from multimix_jax.models.vit import POOL_NORMS, ViT, ViTB16, ViTCifar, ViTS16, ViTTi16
 from multimix_jax.models.wide_resnet import WRN16_8
 
 MODELS: dict[str, type[common.Model]] = {
@@ -45,3 +46,26 @@ def config_fields(config) -> dict:
   if config.model in MODELS and issubclass(MODELS[config.model], ViT) and 'vit' in config:
     return dict(config.vit)
   return {}
+
+
+def sows_attention(name: str) -> bool:
+  """Whether the model registered as `name` sows the attention each token receives in its last block (the Vision
+  Transformers), which TransMix and Dense MultiMix's 'attention' confidence read."""
+  return getattr(MODELS[name], 'sows_attention', False)
+
+
+def config_problems(config) -> list[str]:
+  """One sentence per bad value of the model keys of a run's config: `model`, `vit.pool_norm`, `vit.drop_path`;
+  once each is valid, the `vit.*` keys set on a model that is not a Vision Transformer."""
+  problems = []
+  if config.model not in MODELS:
+    problems.append(f'model={config.model!r} is unknown; choose one of {sorted(MODELS)}.')
+  if config.vit.pool_norm not in POOL_NORMS:
+    problems.append(f'vit.pool_norm={config.vit.pool_norm!r} must be one of {POOL_NORMS}.')
+  if not 0 <= config.vit.drop_path < 1:
+    problems.append(f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
+  if not problems and not issubclass(MODELS[config.model], ViT):
+    if config.vit.pool_norm != 'tokens' or config.vit.drop_path != 0:
+      problems.append(f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; '
+                      f"model={config.model!r}: leave them at 'tokens' and 0.")
+  return problems

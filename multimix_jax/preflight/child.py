@@ -68,7 +68,7 @@ def run_command(command: list[str], target: str) -> int:
     raise CompilerCrashed(
         f"the target's compiler ({compiler}) crashed ({signal.Signals(-code).name}) {while_doing}: a bug of that "
         f'compiler, not of the config. Another version of it may compile the step (pip install -U {package}); the '
-        "README's compiled table names the versions that compiled each target.")
+        'compiled table of docs/preflight.md names the versions that compiled each target.')
   if code == -signal.SIGKILL:
     raise CompilerCrashed(f'the compilation was killed (SIGKILL) {while_doing}, perhaps by the out-of-memory killer: '
                           "the compiler needs more of this machine's memory than it could have.")

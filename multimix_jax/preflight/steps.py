@@ -13,6 +13,7 @@ import time
 from multimix_jax.data import catalog
 from multimix_jax.trainer import methods
 from multimix_jax import models
+from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax.data import device_augment
 from multimix_jax.preflight import compile as compile_lib
@@ -55,7 +56,7 @@ def compile_branches(config, target: hardware.Target, branches, *, with_eval=Fal
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
                               bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
                               **models.config_fields(config))
-  tx, _ = step_lib.create_optimizer(config, _STEPS_PER_EPOCH)
+  tx, _ = optim.create_optimizer(config, _STEPS_PER_EPOCH)
   count_on_cpu = target.chip.platform != 'tpu'
   costs = []
   for branch in branches:

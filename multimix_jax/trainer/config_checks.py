@@ -1,14 +1,16 @@
-"""The range of every numeric config key a user sets that no other check covers, checked as the user typed it.
+"""The range of every numeric config key a user sets that no registry checks, checked as the user typed it.
 
-`train.validate_config` runs `problems(config)` first: each message names the key and the value given (e.g.
+`train.validate_config` runs `config_problems(config)` first: each message names the key and the value given (e.g.
 `batch_size=-4 must be ...`), and checks derived from several keys (multimix.m against the batch) run only once
 every value they read passed. A float that is NaN or infinite is refused for every key: none has a use for one.
-The methods check their own hyperparameters (multimix.*, alignmixup.*, mixup_alpha, ...; methods.py), the model
-and augmentation keys are checked in `validate_config`.
+The registries check the keys they define, in the same style: the methods their hyperparameters (multimix.*,
+alignmixup.*, mixup_alpha, ...; trainer/methods/), `models.config_problems` the model keys,
+`data.catalog.config_problems` the augmentation keys, `optim.config_problems` the optimiser's and schedule's names.
 """
 
 import math
 import numbers
+import re
 
 from multimix_jax import configs
 
@@ -55,7 +57,7 @@ def _not_finite(value):
   return any(isinstance(x, float) and not math.isfinite(x) for x in values)
 
 
-def problems(config):
+def config_problems(config) -> list[str]:
   """One message per key of `config` whose value is out of range or not finite: 'KEY=VALUE must be ...'."""
   flat = configs.flatten(config.to_dict())
   found = {}
@@ -76,3 +78,11 @@ def problems(config):
 def reported_keys(messages):
   """The keys that `messages` ('KEY=VALUE must be ...') are about."""
   return {message.split('=', 1)[0] for message in messages if '=' in message}
+
+
+def unreported(messages, reported):
+  """The messages that name none of the keys `reported`: a value already refused is not refused again by another
+  check that reads it (as 'multimix.alpha=nan must be > 0.' after 'multimix.alpha=nan must be a finite number.',
+  or 'set num_epochs > 0 or ...' after 'num_epochs=-1 must be ...')."""
+  return [message for message in messages
+          if not any(re.search(rf'(?<![\w.]){re.escape(key)}(?!\w|\.\w)', message) for key in reported)]

@@ -1,8 +1,8 @@
 """The data-parallel train and eval steps, written once per device with named-axis collectives.
 
 `DataParallel` maps them over the devices with `jax.jit` + `jax.shard_map` (the default) or `jax.pmap`, and says
-how state and batches are laid out for each. Nothing here imports TensorFlow: the benchmark uses it on synthetic
-batches.
+how state and batches are laid out for each. The optimiser the step applies is built in `optim.py`. Nothing here
+imports TensorFlow: the benchmark uses it on synthetic batches.
 """
 
 import copy
@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = 'data'
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}  # config.dtype: the model's compute dtype
 _DROPOUT_STREAM = 0x64726F70  # folded into the step's key for the model's 'dropout' stream ('drop')
 _AUGMENT_STREAM = 0x61756720  # folded into the step's key for the device's data augmentation ('aug ')
 
@@ -31,62 +31,14 @@ class TrainState:
   opt_state: Any
 
 
-def _kernels_only(params):
-  """True at the weight matrices and convolution kernels ('kernel' leaves); False at biases, normalisation
-  parameters and position embeddings, which DeiT's AdamW (timm's weight-decay filter) does not decay."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
-
-
-def _piecewise(config, warmup, total, steps_per_epoch):
-  """×`lr_decay_factor` at each of `lr_boundaries_epochs`, after a linear warmup of `warmup` steps (if any)."""
-  del total
-  boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_boundaries_epochs}
-  schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-  if warmup:
-    schedule = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), schedule], [warmup])
-  return schedule
-
-
-def _cosine(config, warmup, total, steps_per_epoch):
-  """Linear warmup, then cosine decay to 0 at the last step."""
-  del steps_per_epoch
-  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
-
-
-def _sgd(config, schedule, mask):
-  """SGD with momentum and L2 weight decay added to the gradient (PyTorch's SGD)."""
-  return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
-                     optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
-
-
-def _adamw(config, schedule, mask):
-  """Adam with decoupled weight decay (PyTorch's AdamW: p -= lr · (adam step + weight_decay · p))."""
-  b1, b2 = config.adam_betas
-  return optax.adamw(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay, mask=mask)
-
-
-# `config.schedule` and `config.optimizer` name one of these; any other name is refused.
-SCHEDULES = {'piecewise': _piecewise, 'cosine': _cosine}
-OPTIMIZERS = {'sgd': _sgd, 'adamw': _adamw}
-
-
-def create_optimizer(config, steps_per_epoch):
-  """The optimiser `config.optimizer` (OPTIMIZERS) with the lr schedule `config.schedule` (SCHEDULES).
-
-  With `config.weight_decay_kernels_only` only 'kernel' parameters are decayed (DeiT), else every parameter.
-  Raises ValueError for a name that neither registry has.
-  """
-  for key, registry in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES)):
-    if config[key] not in registry:
-      raise ValueError(f'{key}={config[key]!r} is unknown; choose one of {sorted(registry)}.')
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  schedule = SCHEDULES[config.schedule](config, warmup, num_train_steps(config, steps_per_epoch), steps_per_epoch)
-  mask = _kernels_only if config.weight_decay_kernels_only else None
-  return OPTIMIZERS[config.optimizer](config, schedule, mask), schedule
-
-
-def num_train_steps(config, steps_per_epoch):
-  return config.num_train_steps if config.num_train_steps > 0 else int(config.num_epochs * steps_per_epoch)
+def config_problems(config) -> list[str]:
+  """One sentence per bad value of the keys read here: the compute dtype and the data-parallel wrapper."""
+  problems = []
+  if config.dtype not in DTYPES:
+    problems.append(f'dtype={config.dtype!r} must be one of {sorted(DTYPES)}.')
+  if config.parallelism not in DataParallel.KINDS:
+    problems.append(f'parallelism={config.parallelism!r} must be one of {DataParallel.KINDS}.')
+  return problems
 
 
 def create_train_state(key, model, tx, image_shape):

@@ -31,11 +31,11 @@ from multimix_jax.data import catalog
 from multimix_jax.trainer import errors
 from multimix_jax.trainer import methods
 from multimix_jax import models
+from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax.trainer import summaries
 from multimix_jax.trainer import workdir as workdir_lib
 from multimix_jax.data import device_augment
-from multimix_jax.models import vit
 
 _PROFILE_FROM, _PROFILE_STEPS = 5, 5  # config.profile: trace steps 5 to 10 of the run (after compilation)
 
@@ -48,88 +48,40 @@ class NonFiniteError(RunError):
   stops before a checkpoint of it is written."""
 
 
+# Every registry's checks of the keys it defines, config -> one sentence per bad value naming its key; each runs its
+# checks that combine several of its keys (a method against the model, vit.* against the model, augmentation
+# against the dataset) only once its single values passed.
+_REGISTRY_CHECKS = (methods.config_problems, models.config_problems, step_lib.config_problems, optim.config_problems,
+                    catalog.config_problems)
+
+
 def validate_config(config, num_devices, num_processes=1):
   """Raises one ConfigError listing every invalid value of `config` for this many devices.
 
-  Each value is checked as the user gave it first (config_checks.RANGES, the registries, the methods' own checks);
-  the checks that combine several keys (multimix.m against the batch, a method or confidence against the model)
-  run only when every value passed, so that one bad value gives one line that names it.
+  Each value is checked as the user gave it first (config_checks.RANGES, then each registry's `config_problems`:
+  the methods', the models', the step's, the optimisers' and the augmentation's); a line about a key RANGES already
+  refused is left out. The checks that combine values of several registries (multimix.m against the batch and the
+  devices, the processes) run only when every value passed, so that one bad value gives one line that names it.
   """
-  problems = config_checks.problems(config)
+  problems = config_checks.config_problems(config)
   reported = config_checks.reported_keys(problems)
-
-  def need(ok, message):
-    if not ok:
-      problems.append(message)
-
-  mm = config.multimix
-  need(config.method in methods.METHODS, f'method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.')
-  need(config.model in models.MODELS, f'model={config.model!r} is unknown; choose one of {sorted(models.MODELS)}.')
-  need(config.dtype in step_lib.DTYPES, f'dtype={config.dtype!r} must be one of {sorted(step_lib.DTYPES)}.')
-  need(config.parallelism in step_lib.DataParallel.KINDS,
-       f'parallelism={config.parallelism!r} must be one of {step_lib.DataParallel.KINDS}.')
-  need(config.schedule in step_lib.SCHEDULES,
-       f'schedule={config.schedule!r} is unknown; choose one of {sorted(step_lib.SCHEDULES)}.')
-  need(config.optimizer in step_lib.OPTIMIZERS,
-       f'optimizer={config.optimizer!r} is unknown; choose one of {sorted(step_lib.OPTIMIZERS)}.')
-  need('adam_betas' in reported or (len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas)),
-       f'adam_betas={tuple(config.adam_betas)} must be (b1, b2) with 0 <= b1, b2 < 1.')
+  for registry_problems in _REGISTRY_CHECKS:
+    problems += config_checks.unreported(registry_problems(config), reported)
   for name in ('batch_size', 'eval_batch_size'):
-    value = config[name]
-    need(name in reported or value % num_devices == 0,
-         f'{name}={value} must be a positive multiple of the number of devices ({num_devices}).')
-  if config.method in methods.METHODS:  # each method checks the hyperparameters it reads
-    try:
-      methods.METHODS[config.method](config)
-    except methods.HyperparameterError as e:
-      problems.extend(p for p in e.problems if config_checks.reported_keys([p]).isdisjoint(reported))
-  aug = config.augment
-  need(aug.resize in data.RESIZE_METHODS, f'augment.resize={aug.resize!r} must be one of {data.RESIZE_METHODS}.')
-  for name in ('color_jitter', 'lighting_std'):
-    need(f'augment.{name}' in reported or aug[name] is None or aug[name] >= 0,
-         f'augment.{name}={aug[name]} must be None (the dataset\'s) or >= 0.')
-  need(isinstance(aug.randaugment_layers, int) and aug.randaugment_layers >= 0,
-       f'augment.randaugment_layers={aug.randaugment_layers!r} must be an int >= 0 (0: no RandAugment).')
-  need('augment.randaugment_magnitude' in reported or 0 <= aug.randaugment_magnitude <= 10,
-       f'augment.randaugment_magnitude={aug.randaugment_magnitude} must be in [0, 10].')
-  need('augment.randaugment_magnitude_std' in reported or aug.randaugment_magnitude_std >= 0,
-       f'augment.randaugment_magnitude_std={aug.randaugment_magnitude_std} must be >= 0.')
-  need('augment.random_erasing' in reported or 0 <= aug.random_erasing <= 1,
-       f'augment.random_erasing={aug.random_erasing} must be in [0, 1].')
-  need(config.vit.pool_norm in vit.POOL_NORMS,
-       f'vit.pool_norm={config.vit.pool_norm!r} must be one of {vit.POOL_NORMS}.')
-  need('vit.drop_path' in reported or 0 <= config.vit.drop_path < 1,
-       f'vit.drop_path={config.vit.drop_path} must be in [0, 1).')
-  need(config.num_train_steps > 0 or config.num_epochs > 0 or {'num_train_steps', 'num_epochs'} & reported,
-       'set num_epochs > 0 or num_train_steps > 0.')
-  need(aug.crop is None or aug.crop in catalog.CROPS, f'augment.crop={aug.crop!r} must be one of {catalog.CROPS}.')
+    if name not in reported and config[name] % num_devices:
+      problems.append(f'{name}={config[name]} must be a positive multiple of the number of devices ({num_devices}).')
   if problems:  # the checks below combine several values: only once each of them is valid
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
 
+  mm = config.multimix
   b = config.batch_size // num_devices
   b_mix = b * num_devices if mm.scope == 'global' else b
-  need(0 <= mm.m <= b_mix, f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
-       f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
-       f'(batch_size={config.batch_size} over {num_devices} devices).')
-  if mm.confidence == 'attention':
-    need(getattr(models.MODELS[config.model], 'sows_attention', False),
-         f"multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
-         f"model={config.model!r} does not: choose another confidence.")
-  if config.method in methods.NEEDS_ATTENTION:
-    need(getattr(models.MODELS[config.model], 'sows_attention', False),
-         f'method={config.method!r} needs a Vision Transformer (model=vit_*), which provides its attention; '
-         f'model={config.model!r} does not: choose cutmix, or a vit_* model.')
-  if config.dataset in catalog.DATASETS and catalog.DATASETS[config.dataset].crop == 'none':
-    need(not (aug.randaugment_layers or aug.random_erasing or aug.color_jitter or aug.lighting_std or aug.flip),
-         f'dataset={config.dataset!r} is not augmented (its images are not flip-invariant): leave augment.* at '
-         'their defaults.')
-  if not issubclass(models.MODELS[config.model], vit.ViT):
-    need(config.vit.pool_norm == 'tokens' and config.vit.drop_path == 0,
-         f'vit.pool_norm and vit.drop_path apply to Vision Transformers (model=vit_*) only; model={config.model!r}: '
-         f"leave them at 'tokens' and 0.")
-  if num_processes > 1:
-    need(config.batch_size % num_processes == 0 and config.eval_batch_size % num_processes == 0,
-         f'batch_size and eval_batch_size must be multiples of the number of processes ({num_processes}).')
+  if not 0 <= mm.m <= b_mix:
+    problems.append(f'multimix.m={mm.m} must be in [0, {b_mix}] (0 means the whole batch): the '
+                    f"{'global' if mm.scope == 'global' else 'per-device'} batch is {b_mix} "
+                    f'(batch_size={config.batch_size} over {num_devices} devices).')
+  if num_processes > 1 and (config.batch_size % num_processes or config.eval_batch_size % num_processes):
+    problems.append(f'batch_size and eval_batch_size must be multiples of the number of processes ({num_processes}).')
   if problems:
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
 
@@ -321,7 +273,7 @@ def _train_and_evaluate(config, workdir, info):
   steps_per_epoch = info.num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training split ({info.num_train}).')
-  num_steps = step_lib.num_train_steps(config, steps_per_epoch)
+  num_steps = optim.num_train_steps(config, steps_per_epoch)
   eval_every = config.eval_every_steps or steps_per_epoch
   checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
 
@@ -337,7 +289,7 @@ def _train_and_evaluate(config, workdir, info):
   model = models.create_model(config.model, num_classes=config.num_classes, dtype=step_lib.DTYPES[config.dtype],
                               bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None,
                               **models.config_fields(config))
-  tx, lr_schedule = step_lib.create_optimizer(config, steps_per_epoch)
+  tx, lr_schedule = optim.create_optimizer(config, steps_per_epoch)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   host_state = jax.device_get(step_lib.create_train_state(init_key, model, tx, info.image_shape))
 

@@ -234,10 +234,10 @@ def test_cli_small_cnn_json_ratios_agree_with_the_recorded_times(tmp_path):
     assert row['images_per_s'] == pytest.approx(result['global_batch_size'] / row['step_s'])
     assert row['compile_s'] > 0 and row['xla_memory']['step_bytes'] > 0 and math.isfinite(row['final_loss'])
   erm, multimix = rows['erm'], rows['multimix_n1000']
-  ratios = np.array(multimix['step_s_rounds']) / np.array(erm['step_s_rounds'])
-  assert multimix['ratio_to_erm'] == pytest.approx(float(np.exp(np.mean(np.log(ratios)))))
+  round_ratios = np.array(multimix['step_s_rounds']) / np.array(erm['step_s_rounds'])
+  assert multimix['ratio_to_erm'] == pytest.approx(float(np.exp(np.mean(np.log(round_ratios)))))
   lower, upper = multimix['ratio_to_erm_ci']
-  assert lower <= multimix['ratio_to_erm'] <= upper and lower <= ratios.max() and upper >= ratios.min()
+  assert lower <= multimix['ratio_to_erm'] <= upper and lower <= round_ratios.max() and upper >= round_ratios.min()
   (target,) = report_json['targets']
   assert target['target'] == 'small_cnn: multimix_n1000 step ≤ 1.03 × erm'
   assert target['verdict'] == ratios.verdict(lower, upper, 1.03)

@@ -178,7 +178,7 @@ def test_loss_and_gradients_equal_their_forward_with_the_plan_detached(monkeypat
   monkeypatch.setattr(mixing, 'sample_pairing', lambda key, b, alpha, mode, lam_key=None: (perm, jnp.float32(lam)))
   config = default.get_config()
   loss_fn = methods.METHODS['alignmixup'](config)[0].loss_fn
-  assert loss_fn.func is methods.alignmixup
+  assert loss_fn.func is methods.alignmixup.alignmixup
 
   @jax.jit
   def ours(params, key):
@@ -211,7 +211,7 @@ def test_builder_binds_the_protocol_and_the_input_mixup_branch():
   assert (aligned.probability, other.probability) == (0.25, 0.75)
   assert aligned.loss_fn.keywords == dict(alpha=0.7, mode='batch', lam_scope='global', epsilon=0.1,
                                           max_iterations=100, threshold=0.1, label_smoothing=0.0)
-  assert other.loss_fn.func is methods.input_mixup and other.loss_fn.keywords['alpha'] == 0.7
+  assert other.loss_fn.func is methods.pairwise.input_mixup and other.loss_fn.keywords['alpha'] == 0.7
 
 
 # One model per architecture module: models of one module share their forward.

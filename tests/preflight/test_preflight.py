@@ -21,6 +21,7 @@ import pytest
 
 from multimix_jax.trainer import methods
 from multimix_jax import models
+from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax import preflight
 from multimix_jax.configs import cifar10_r18
@@ -176,7 +177,7 @@ def test_gpu_compile_counts_flops_on_the_same_per_device_program():
   needs_gpu()
   config = default_config.get_config()
   model = models.create_model('small_cnn', num_classes=10)
-  tx, _ = step_lib.create_optimizer(config, 100)
+  tx, _ = optim.create_optimizer(config, 100)
   loss_fn = methods.METHODS['multimix'](config)[0].loss_fn
   target = preflight.resolve('h100x4')
   dp = step_lib.DataParallel('shard_map', devices=target.devices())
@@ -225,7 +226,7 @@ def test_a_crash_of_the_targets_compiler_is_one_message(capsys):
 
 @pytest.mark.parametrize('program, args, step, code', [
     ('multimix_jax.main', [f'--config={cifar10_r18.__file__}', '--compile_for=v6e-8', '--config.batch_size=16',
-                           '--config.eval_batch_size=16', '--config.multimix.n=50'], 'train: multimix (p = 0.5)', 2),
+                           '--config.eval_batch_size=16', '--config.multimix.n=50'], 'train: multimix (p = 0.5)', 1),
     ('multimix_jax.benchmark', ['--target=v6e-8', '--model=preact_resnet18', '--batch_size=2', '--methods=erm',
                                 '--json='], 'erm', 1),
 ])
@@ -242,7 +243,7 @@ def test_the_libtpu_0_0_42_crash_on_v6e_is_one_error_line(program, args, step, c
   assert done.returncode == code and errors == [
       f"error: the target's compiler ({compiler}) crashed (SIGSEGV) while compiling '{step}' for v6e-8: a bug of "
       'that compiler, not of the config. Another version of it may compile the step (pip install -U libtpu); the '
-      "README's compiled table names the versions that compiled each target."], done.stderr[-2000:]
+      'compiled table of docs/preflight.md names the versions that compiled each target.'], done.stderr[-2000:]
 
 
 @pytest.mark.parametrize('args, message', [
@@ -310,7 +311,7 @@ def test_a_gpu_step_triton_cannot_tile_ahead_of_time_is_compiled_with_cublas(mon
   monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_once_refused)
   config = default_config.get_config()
   model = models.create_model('small_cnn', num_classes=10)
-  tx, _ = step_lib.create_optimizer(config, 100)
+  tx, _ = optim.create_optimizer(config, 100)
   target = preflight.resolve('h100x1')
   cost = compile_lib.compile_train_step('erm', step_lib.DataParallel('shard_map', devices=target.devices()),
                                         model=model, tx=tx, loss_fn=methods.METHODS['erm'](config)[0].loss_fn,

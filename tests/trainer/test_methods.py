@@ -17,6 +17,7 @@ import pytest
 from multimix_jax import mixing
 from multimix_jax.mixing import losses
 from multimix_jax.trainer import methods
+from multimix_jax.trainer import train
 from multimix_jax.configs import default
 from multimix_jax.trainer.step import AXIS
 
@@ -99,10 +100,65 @@ def test_schedule_is_a_distribution_of_functions_with_plain_hyperparameters(name
     ('alignmixup', {'alignmixup.epsilon': 0.0}, 'alignmixup.epsilon=0.0 must be > 0'),
     ('alignmixup', {'alignmixup.max_iterations': 0}, 'alignmixup.max_iterations=0 must be an int >= 1.'),
     ('alignmixup', {'alignmixup.threshold': -1.0}, 'alignmixup.threshold=-1.0 must be >= 0'),
+    ('fmix', {'fmix.decay_power': 0.0}, 'fmix.decay_power=0.0 must be > 0.'),
+    ('fmix', {'fmix.spectrum': 'fourier'}, "fmix.spectrum='fourier' must be one of ('published', 'paper')."),
+    ('resizemix', {'resizemix.scale_range': (0.5, 1.5)}, 'resizemix.scale_range=(0.5, 1.5) must be (lo, hi)'),
+    ('transmix', {'transmix.attention_weight': 1.5}, 'transmix.attention_weight=1.5 must be in [0, 1].'),
 ])
 def test_builders_refuse_bad_hyperparameters(name, overrides, message):
   with pytest.raises(methods.HyperparameterError, match=re.escape(message)):
     methods.METHODS[name](config_with(**overrides))
+
+
+# One bad value of a key each method reads: every method of the registry has one here.
+BAD_VALUE = {
+    'erm': {'label_smoothing': 1.0},
+    'input_mixup': {'mixup_alpha': 0.0},
+    'cutmix': {'mixup_mode': 'pixel'},
+    'manifold_mixup': {'mixup_lambda': 'host'},
+    'multimix': {'multimix.n': 0},
+    'dense_multimix': {'multimix.chunk_size': -2},
+    'erm_or_input_mixup': {'multimix.prob': 1.5},
+    'alignmixup': {'alignmixup.epsilon': 0.0},
+    'saliencymix': {'mixup_alpha': -1.0},
+    'fmix': {'fmix.decay_power': 0.0},
+    'resizemix': {'resizemix.scale_range': (0.5, 1.5)},
+    'transmix': {'transmix.attention_weight': 1.5},
+}
+
+
+@pytest.mark.parametrize('name', sorted(methods.METHODS))
+def test_every_methods_checks_are_reached_through_validate_config(name):
+  """The trainer's validation runs the method's own checks (its `Method`), one line naming the key: a method added
+  to the registry is checked as it is built, with nothing to add to the trainer."""
+  assert set(BAD_VALUE) == set(methods.METHODS), 'give the new method a bad value of a key it reads'
+  (key, value), = BAD_VALUE[name].items()
+  model = {'model': 'vit_cifar'} if name in methods.NEEDS_ATTENTION else {}
+  train.validate_config(config_with(method=name, **model), num_devices=1)
+  config = config_with(method=name, **model, **BAD_VALUE[name])
+  with pytest.raises(train.ConfigError) as raised:
+    train.validate_config(config, num_devices=1)
+  (line,) = str(raised.value).splitlines()[1:]
+  assert line.strip().startswith(f'{key}={value!r}'), line
+  assert line.strip() in methods.METHODS[name].problems(config)
+
+
+def test_the_attention_a_method_reads_is_asked_of_the_model_by_one_check():
+  """TransMix declares that it reads the attention a Vision Transformer sows (its `Method`), as the 'attention'
+  confidence does by its name; both are refused with a model that sows none, once their own values are valid."""
+  assert methods.NEEDS_ATTENTION == ('transmix',)
+  config = config_with(method='transmix', **{'multimix.confidence': 'attention'})
+  assert methods.config_problems(config) == [
+      "multimix.confidence='attention' needs a Vision Transformer (model=vit_*), which provides its attention; "
+      "model='small_cnn' does not: choose another confidence.",
+      "method='transmix' needs a Vision Transformer (model=vit_*), which provides its attention; "
+      "model='small_cnn' does not: choose cutmix, or a vit_* model."]
+  config.transmix.attention_weight = 2.0  # a bad value of its own: that line alone
+  assert methods.config_problems(config) == ['transmix.attention_weight=2.0 must be in [0, 1].']
+  config.transmix.attention_weight, config.model = 0.5, 'vit_cifar'
+  assert methods.config_problems(config) == []
+  assert methods.config_problems(config_with(method='mixmatch')) == [
+      f"method='mixmatch' is unknown; choose one of {sorted(methods.METHODS)}."]
 
 
 def test_builders_list_every_problem_once_and_ignore_keys_they_do_not_read():
@@ -119,16 +175,16 @@ def test_multimix_binds_its_hyperparameters_from_the_config():
                           'multimix.alternative': 'erm'})
   (mixing, other) = methods.METHODS['multimix'](config)
   assert (mixing.probability, other.probability) == (0.25, 0.75)
-  assert mixing.loss_fn.func is methods.multimix and other.loss_fn.func is methods.erm
+  assert mixing.loss_fn.func is methods.multimix.multimix and other.loss_fn.func is methods.pairwise.erm
   assert mixing.loss_fn.keywords == dict(n=77, m=3, alpha=(0.5, 2.0), scope='global', label_smoothing=0.1)
   assert other.loss_fn.keywords == dict(label_smoothing=0.1)
 
 
 def test_coin_flip_edges_keep_a_single_branch():
   assert [b.loss_fn.func for b in methods.METHODS['multimix'](config_with(**{'multimix.prob': 1.0}))] == [
-      methods.multimix]
+      methods.multimix.multimix]
   assert [b.loss_fn.func for b in methods.METHODS['dense_multimix'](config_with(**{'multimix.prob': 0.0}))] == [
-      methods.input_mixup]
+      methods.pairwise.input_mixup]
 
 
 def test_pairwise_methods_bind_beta_and_mode():
@@ -138,6 +194,11 @@ def test_pairwise_methods_bind_beta_and_mode():
       assert (branch.loss_fn.keywords['alpha'], branch.loss_fn.keywords['mode']) == (2.0, 'elem')
   stages = [b.loss_fn.keywords['stage'] for b in methods.METHODS['manifold_mixup'](config)]
   assert stages == [0, 1, 2]
+
+
+def test_fmix_binds_its_spectrum():
+  for spectrum in mixing.FMIX_SPECTRA:
+    assert only_loss_fn('fmix', config_with(**{'fmix.spectrum': spectrum})).keywords['spectrum'] == spectrum
 
 
 def test_changing_the_config_after_building_does_not_change_the_method():
@@ -191,11 +252,11 @@ def test_multimix_global_scope_mixes_the_gathered_batch():
 
 def test_alpha_range_is_drawn_once_per_step_within_its_bounds():
   keys = jax.random.split(jax.random.key(0), 200)
-  draws = np.array([methods._draw_alpha(k, (0.5, 2.0)) for k in keys[:50]])
+  draws = np.array([methods.multimix.draw_alpha(k, (0.5, 2.0)) for k in keys[:50]])
   assert draws.min() >= 0.5 and draws.max() <= 2.0 and draws.std() > 0.1
-  assert methods._draw_alpha(keys[0], 0.3) == 0.3
+  assert methods.multimix.draw_alpha(keys[0], 0.3) == 0.3
   # Every device draws the same alpha: the shared key does not depend on the device.
-  shared = jax.vmap(lambda _: methods._split(keys[1])[0], axis_name=AXIS)(jnp.arange(3))
+  shared = jax.vmap(lambda _: methods.common.split(keys[1])[0], axis_name=AXIS)(jnp.arange(3))
   assert len({tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in shared}) == 1
 
 

@@ -1,4 +1,5 @@
-"""The data-parallel step on synthetic batches: wrappers agree, the optimiser is PyTorch's SGD, the schedules."""
+"""The data-parallel step on synthetic batches: the wrappers agree, bfloat16 keeps float32 parameters, every device
+and step mixes with its own key. The optimisers and schedules: tests/trainer/test_optim.py."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import pytest
 
 from multimix_jax.trainer import methods
 from multimix_jax import models
+from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax.configs import default
 from multimix_jax.models import vit
@@ -28,7 +30,7 @@ def run_steps(config, parallelism, loss_fn, num_steps=2, dtype=jnp.float32, mode
   dp = step_lib.DataParallel(parallelism)
   model = model or models.create_model('small_cnn', num_classes=10, dtype=dtype,
                                        bn_axis_name=step_lib.AXIS if config.sync_batch_stats else None)
-  tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
   state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, shape))
   key = dp.put_state(jax.random.key_data(jax.random.key(1)))
   train_step = dp.train_step(model=model, tx=tx, loss_fn=loss_fn)
@@ -107,69 +109,13 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype('float32')}
 
 
-def test_optimizer_is_pytorch_sgd_with_l2_weight_decay_and_piecewise_schedule():
-  config = default_config()
-  config.learning_rate, config.momentum, config.weight_decay = 0.1, 0.9, 1e-2
-  config.lr_boundaries_epochs, config.lr_decay_factor = (1, 2), 0.1
-  for nesterov in (False, True):
-    config.nesterov = nesterov
-    tx, schedule = step_lib.create_optimizer(config, steps_per_epoch=3)
-    np.testing.assert_allclose([schedule(s) for s in (0, 2, 3, 5, 6)], [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-6)
-    p = jnp.array([1.0, -2.0])
-    opt_state, buf, ref = tx.init(p), np.zeros(2), np.array([1.0, -2.0])
-    for s in range(5):
-      g = jnp.array([0.5, 0.25]) * (s + 1)
-      updates, opt_state = tx.update(g, opt_state, p)
-      p = p + updates
-      # torch.optim.SGD: d = g + wd * p; buf = momentum * buf + d; step = d + momentum * buf if nesterov else buf
-      d = np.asarray(g) + config.weight_decay * ref
-      buf = config.momentum * buf + d
-      ref = ref - float(schedule(s)) * (d + config.momentum * buf if nesterov else buf)
-    np.testing.assert_allclose(p, ref, rtol=1e-5)
-
-
-def test_cosine_schedule_with_warmup():
-  config = default_config()
-  config.schedule, config.warmup_epochs, config.num_train_steps = 'cosine', 1.0, 20
-  _, schedule = step_lib.create_optimizer(config, steps_per_epoch=5)
-  assert float(schedule(0)) == 0.0
-  np.testing.assert_allclose(float(schedule(5)), config.learning_rate, rtol=1e-6)
-  assert float(schedule(20)) < 1e-6
-
-
-def test_adamw_is_pytorch_adamw_and_decays_kernels_only_when_asked():
-  config = default_config()
-  config.optimizer, config.learning_rate, config.weight_decay, config.adam_betas = 'adamw', 0.1, 0.05, (0.8, 0.9)
-  config.schedule = 'cosine'
-  params = {'dense': {'kernel': jnp.array([1.0, -2.0]), 'bias': jnp.array([0.5, 0.5])}, 'pos_embedding': jnp.ones(2)}
-  for kernels_only in (False, True):
-    config.weight_decay_kernels_only = kernels_only
-    tx, schedule = step_lib.create_optimizer(config, steps_per_epoch=10)
-    p, opt_state = params, tx.init(params)
-    ref = jax.tree.map(np.asarray, params)
-    m = v = jax.tree.map(np.zeros_like, ref)
-    for s in range(3):
-      g = jax.tree.map(lambda x: np.full_like(x, 0.3 * (s + 1)), ref)
-      updates, opt_state = tx.update(jax.tree.map(jnp.asarray, g), opt_state, p)
-      p = jax.tree.map(lambda a, u: a + u, p, updates)
-      # torch.optim.AdamW: p -= lr * wd * p; m, v moments; p -= lr * m_hat / (sqrt(v_hat) + eps)
-      lr, t = float(schedule(s)), s + 1
-      m = jax.tree.map(lambda m, g: 0.8 * m + 0.2 * g, m, g)
-      v = jax.tree.map(lambda v, g: 0.9 * v + 0.1 * g * g, v, g)
-      decayed = {'dense': {'kernel': True, 'bias': not kernels_only}, 'pos_embedding': not kernels_only}
-      ref = jax.tree.map(lambda x, m, v, d: x - lr * (0.05 * x * d + (m / (1 - 0.8**t)) / (np.sqrt(v / (1 - 0.9**t))
-                                                                                             + 1e-8)),
-                         ref, m, v, decayed)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), p, ref)
-
-
 def test_each_device_and_step_mixes_with_its_own_key():
   """Identical examples on every device still give per-device, per-step losses: keys are folded per device."""
   config = default_config()
   config.multimix.m = 2
   dp = step_lib.DataParallel('shard_map')
   model = models.create_model('small_cnn', num_classes=10)
-  tx, _ = step_lib.create_optimizer(config, steps_per_epoch=10)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
   state = dp.put_state(step_lib.create_train_state(jax.random.key(0), model, tx, (8, 8, 1)))
   key = dp.put_state(jax.random.key_data(jax.random.key(1)))
   seen = []
@@ -179,7 +125,7 @@ def test_each_device_and_step_mixes_with_its_own_key():
   def recording_multimix(forward, images, targets, key):
     loss, aux = multimix(forward, images, targets, key)
     jax.debug.callback(lambda i, k: seen.append((int(i), tuple(np.asarray(k).ravel()))),
-                       jax.lax.axis_index(step_lib.AXIS), jax.random.key_data(methods._split(key)[1]))
+                       jax.lax.axis_index(step_lib.AXIS), jax.random.key_data(methods.common.split(key)[1]))
     return loss, aux
 
   train_step = dp.train_step(model=model, tx=tx, loss_fn=recording_multimix)
