@@ -1,13 +1,9 @@
 """Properties of the pairwise interpolation (`multimix_jax.mixing.pairs`): partners, λ, input and manifold mixup."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
-from scipy import stats
 
 import multimix_jax as mm
 
