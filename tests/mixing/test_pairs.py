@@ -10,13 +10,6 @@ import multimix_jax as mm
 KEY = jax.random.key(0)
 
 
-def batch(b=8, d=6, c=4, seed=1):
-  kz, ky = jax.random.split(jax.random.key(seed))
-  Z = jax.random.normal(kz, (b, d))
-  Y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, c), c)
-  return Z, Y
-
-
 # ----------------------------------------------------------------------------------------------- pairwise
 
 
@@ -59,7 +52,7 @@ def test_batch_mode_is_the_default_and_unchanged():
   perm, lam = mm.sample_pairing(KEY, 8, 2.0)
   np.testing.assert_array_equal(perm, jax.random.permutation(key_perm, 8))
   np.testing.assert_array_equal(lam, jax.random.beta(key_lam, 2.0, 2.0))
-  x, y = batch(8)
+  x, y = jax.random.normal(KEY, (8, 6)), jax.nn.one_hot(jnp.arange(8) % 4, 4)
   jax.tree.map(np.testing.assert_array_equal, mm.input_mixup(KEY, x, y, 2.0), mm.input_mixup(KEY, x, y, 2.0,
                                                                                              mode='batch'))
 

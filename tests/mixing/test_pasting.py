@@ -14,13 +14,6 @@ import multimix_jax as mm
 KEY = jax.random.key(0)
 
 
-def batch(b=8, d=6, c=4, seed=1):
-  kz, ky = jax.random.split(jax.random.key(seed))
-  Z = jax.random.normal(kz, (b, d))
-  Y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, c), c)
-  return Z, Y
-
-
 def test_cutmix_lambda_is_exact_pasted_area():
   b, H, W = 6, 10, 7
   x = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32)[:, None, None, None], (b, H, W, 3))
