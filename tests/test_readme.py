@@ -103,10 +103,7 @@ else:
   if program == 'multimix_jax.main':
     from ml_collections import config_flags
     from multimix_jax import configs
-    try:
-      from multimix_jax.preflight import hardware as targets
-    except ImportError:  # the tree before multimix_jax.targets became multimix_jax.preflight
-      from multimix_jax import targets
+    from multimix_jax.preflight import hardware
   for args in commands:
     args = [a for a in args if not a.startswith('$')]
     problem = None
@@ -122,7 +119,7 @@ else:
         config.value
       flags.FLAGS(['prog'] + own)
       if program == 'multimix_jax.main' and flags.FLAGS.compile_for:
-        targets.resolve(flags.FLAGS.compile_for)
+        hardware.resolve(flags.FLAGS.compile_for)
     except Exception as e:
       problem = f'{type(e).__name__}: {" ".join(str(e).split())}'
     finally:

@@ -71,7 +71,7 @@ def _vit_adamw(method):
 
 
 # Loss functions that run on a device as another case's does: the pasting methods differ from CutMix only in the mask
-# each device pastes (tests/test_interpolation.py checks each under shard_map against each device alone), TransMix
+# each device pastes (tests/mixing/test_pasting.py checks each under shard_map against each device alone), TransMix
 # adds targets read from that device's own attention (tests/test_vit.py), and manifold mixup's stages differ only in
 # where the network mixes.
 _RUN_AS = {'saliencymix': 'cutmix', 'fmix': 'cutmix', 'resizemix': 'cutmix', 'manifold_mixup0': 'manifold_mixup1',
