@@ -76,7 +76,7 @@ def projection_grid(panels: list[dict], num_classes: int, title: str, path) -> N
   for ax in list(axes.flat)[len(panels):]:
     ax.axis('off')
   fig.suptitle(title)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # the title's line stays clear of the panels'
   fig.legend(handles=handles, loc='upper center', ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 0.0))
   _save(fig, path)
 
