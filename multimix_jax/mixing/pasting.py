@@ -255,7 +255,6 @@ def fmix(key, x, y, alpha, *, decay_power=3.0, spectrum='published', mode='batch
   check_batch(x=x, y=y)
   check_mode(mode)
   b, height, width, _ = x.shape
-  _check_spectrum(spectrum, height)
   key_pair, key_mask = jax.random.split(key)
   if lam_key is not None:
     lam_key, key_mask = jax.random.split(lam_key)

@@ -48,13 +48,16 @@ SCHEDULES = {'piecewise': _piecewise, 'cosine': _cosine}
 OPTIMIZERS = {'sgd': _sgd, 'adamw': _adamw}
 
 
+def _unknown_names(config) -> list[str]:
+  """One sentence per name of `config.schedule` and `config.optimizer` that its registry does not hold."""
+  return [f'{key}={config[key]!r} is unknown; choose one of {sorted(registry)}.'
+          for key, registry in (('schedule', SCHEDULES), ('optimizer', OPTIMIZERS)) if config[key] not in registry]
+
+
 def config_problems(config) -> list[str]:
   """One sentence per bad value of the keys read here: the optimiser's and the schedule's names, Adam's betas and
   the run's length. The numbers of single keys (learning_rate, momentum, ...) are trainer/config_checks.py's."""
-  problems = []
-  for key, registry in (('schedule', SCHEDULES), ('optimizer', OPTIMIZERS)):
-    if config[key] not in registry:
-      problems.append(f'{key}={config[key]!r} is unknown; choose one of {sorted(registry)}.')
+  problems = _unknown_names(config)
   if not (len(config.adam_betas) == 2 and all(0 <= beta < 1 for beta in config.adam_betas)):
     problems.append(f'adam_betas={tuple(config.adam_betas)} must be (b1, b2) with 0 <= b1, b2 < 1.')
   if not (config.num_train_steps > 0 or config.num_epochs > 0):
@@ -68,9 +71,9 @@ def create_optimizer(config, steps_per_epoch):
   With `config.weight_decay_kernels_only` only 'kernel' parameters are decayed (DeiT), else every parameter.
   Raises ValueError for a name that neither registry has.
   """
-  for key, registry in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES)):
-    if config[key] not in registry:
-      raise ValueError(f'{key}={config[key]!r} is unknown; choose one of {sorted(registry)}.')
+  unknown = _unknown_names(config)
+  if unknown:
+    raise ValueError(' '.join(unknown))
   warmup = int(config.warmup_epochs * steps_per_epoch)
   schedule = SCHEDULES[config.schedule](config, warmup, num_train_steps(config, steps_per_epoch), steps_per_epoch)
   mask = _kernels_only if config.weight_decay_kernels_only else None

@@ -34,7 +34,7 @@ class HyperparameterError(ValueError):
   """Hyperparameters a method's builder refuses: `problems` holds one sentence per bad value, naming its key."""
 
   def __init__(self, problems):
-    self.problems = tuple(dict.fromkeys(problems))  # a key read by two parts of a method is told once
+    self.problems = tuple(problems)
     super().__init__(' '.join(self.problems))
 
 
@@ -52,6 +52,8 @@ class Method:
   needs_attention: bool = False
 
   def problems(self, config: Config) -> list[str]:
+    """Every check's sentences, each once: a key read by two parts of a method (its own and an alternative's) is
+    told once."""
     return list(dict.fromkeys(problem for check in self.checks for problem in check(config)))
 
   def __call__(self, config: Config) -> list[Branch]:
