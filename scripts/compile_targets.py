@@ -22,9 +22,9 @@ import jax
 jax.config.update('jax_platforms', 'cpu')
 
 from multimix_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from multimix_jax.trainer import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 from multimix_jax import preflight  # pylint: disable=g-import-not-at-top,wrong-import-position
 from multimix_jax.preflight import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from multimix_jax.trainer import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIGS = ('cifar10_r18', 'cifar10_wrn16_8', 'tinyimagenet_r18', 'imagenet_r50', 'imagenet_vit_s16', 'cifar100_vit')
 TARGETS = ('h100x8', 'a100-40gbx8', 'v5e-8', 'v6e-8', 'v5e-32')

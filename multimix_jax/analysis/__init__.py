@@ -30,9 +30,9 @@ from absl import logging
 
 from multimix_jax.analysis import runs as runs_lib
 from multimix_jax.analysis.analyze import analyze_run
+from multimix_jax.analysis.options import METRICS, AnalysisError, AttackSettings, Options, check_options
 from multimix_jax.analysis.outputs import TABLE, compare, comparison_table, write_run
 from multimix_jax.analysis.runs import Run, group_runs, load_run
-from multimix_jax.analysis.options import METRICS, AnalysisError, AttackSettings, Options, check_options
 
 
 def analyze(workdirs: list[str], out: str | None = None, options: Options = Options()) -> dict:

@@ -14,11 +14,11 @@ import jax
 import numpy as np
 
 from multimix_jax import mixing
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.analysis import evaluation
 from multimix_jax.analysis import metrics as metrics_lib
 from multimix_jax.analysis import runs as runs_lib
 from multimix_jax.analysis.options import AnalysisError, Options, attack_settings
+from multimix_jax.trainer import step as step_lib
 
 
 def analyze_run(run: runs_lib.Run, options: Options = Options()) -> tuple[dict, dict]:

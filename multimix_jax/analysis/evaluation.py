@@ -13,8 +13,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.analysis import attacks
+from multimix_jax.trainer import step as step_lib
 
 AXIS = step_lib.AXIS
 

@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 
 from multimix_jax import configs
-from multimix_jax.data import catalog
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.analysis.options import AnalysisError, Options, attack_settings, default_attack
+from multimix_jax.data import catalog
+from multimix_jax.trainer import step as step_lib
 
 SCALARS_FILE = 'scalars.jsonl'
 

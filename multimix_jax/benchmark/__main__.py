@@ -19,10 +19,10 @@ from absl import flags
 from absl import logging
 
 from multimix_jax import command_line
-from multimix_jax.mixing import losses
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.benchmark import presets as presets_lib
+from multimix_jax.mixing import losses
+from multimix_jax.trainer import step as step_lib
 
 _PRESET = flags.DEFINE_enum('preset', None, list(presets_lib.PRESETS),
                             "Named settings (default: 'cpu' on a CPU backend, else 'gpu').")
@@ -84,7 +84,8 @@ def main(argv):
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   if flags.FLAGS.target:  # the target's devices are compile-only: this machine's accelerators need not start
     from multimix_jax.preflight import child  # pylint: disable=g-import-not-at-top
-    child.rerun_in_child('multimix_jax.benchmark', flags.FLAGS.target, error_status=command_line.FAILED)  # a compiler crash: one line
+    # A crash of the target's compiler ends the command in one line, as a failed run: FAILED.
+    child.rerun_in_child('multimix_jax.benchmark', flags.FLAGS.target, error_status=command_line.FAILED)
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_platforms', 'cpu')
   from multimix_jax import benchmark  # pylint: disable=g-import-not-at-top

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.analysis import evaluation
 from multimix_jax.benchmark import ratios
 from multimix_jax.benchmark.presets import Setting
+from multimix_jax.trainer import step as step_lib
 
 PASSES = ('trainer_eval', 'eval', 'fgsm', 'pgd')
 _TITLES = {'trainer_eval': "trainer's eval step", 'eval': 'analysis eval pass (features, logits)',

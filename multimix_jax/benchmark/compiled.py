@@ -7,13 +7,13 @@ figures themselves.
 """
 
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.benchmark import ratios
 from multimix_jax.benchmark.presets import Setting, parse_method
 from multimix_jax.benchmark.timing import feature_positions, make_branch, optimizer
 from multimix_jax.preflight import compile as compile_lib
 from multimix_jax.preflight import hardware
 from multimix_jax.preflight import roofline
+from multimix_jax.trainer import step as step_lib
 
 # Ratios to ERM that the compiled figures are judged on, by the loss compiled (n = 1000).
 RATIO_KEYS = {'flops': 'FLOPs', 'bytes_accessed': 'bytes accessed', 'total_bytes': 'memory'}

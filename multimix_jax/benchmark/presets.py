@@ -10,10 +10,10 @@ import re
 import ml_collections
 
 from multimix_jax import mixing
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.configs import default as default_config_module
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import step as step_lib
 
 # The methods of the paper's comparison, at its n, and the input-space baselines; the default of --methods with
 # --model. Models that sow attention (the ViTs) add ATTENTION_METHODS, which need it.

@@ -22,14 +22,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from multimix_jax.mixing import losses
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import optim
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.benchmark import ratios
 from multimix_jax.benchmark.presets import BenchmarkError, MethodSpec, Setting, default_config, parse_method
+from multimix_jax.mixing import losses
 from multimix_jax.preflight import compile as compile_lib
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import optim
+from multimix_jax.trainer import step as step_lib
 
 
 def feature_positions(model, image_shape: tuple[int, int, int]) -> int:

@@ -10,15 +10,15 @@ import functools
 import re
 import time
 
-from multimix_jax.data import catalog
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import optim
-from multimix_jax.trainer import step as step_lib
+from multimix_jax.data import catalog
 from multimix_jax.data import device_augment
 from multimix_jax.preflight import compile as compile_lib
 from multimix_jax.preflight import hardware
 from multimix_jax.preflight import roofline
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import optim
+from multimix_jax.trainer import step as step_lib
 
 # The learning-rate schedule's boundaries are constants of the compiled step, not shapes: any epoch length gives
 # the same program size. The preflight needs no dataset, so it uses this one.

@@ -23,19 +23,19 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from multimix_jax.trainer import checkpoints as checkpoints_lib
-from multimix_jax.trainer import config_checks
 from multimix_jax import configs
 from multimix_jax import data
+from multimix_jax import models
 from multimix_jax.data import catalog
+from multimix_jax.data import device_augment
+from multimix_jax.trainer import checkpoints as checkpoints_lib
+from multimix_jax.trainer import config_checks
 from multimix_jax.trainer import errors
 from multimix_jax.trainer import methods
-from multimix_jax import models
 from multimix_jax.trainer import optim
 from multimix_jax.trainer import step as step_lib
 from multimix_jax.trainer import summaries
 from multimix_jax.trainer import workdir as workdir_lib
-from multimix_jax.data import device_augment
 
 _PROFILE_FROM, _PROFILE_STEPS = 5, 5  # config.profile: trace steps 5 to 10 of the run (after compilation)
 

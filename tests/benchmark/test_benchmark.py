@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from multimix_jax import benchmark
-from multimix_jax.trainer import methods
 from multimix_jax import models
 from multimix_jax.benchmark import attack_timing
 from multimix_jax.benchmark import ratios
 from multimix_jax.benchmark import timing
 from multimix_jax.benchmark import torch_baseline
+from multimix_jax.trainer import methods
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -25,8 +25,8 @@ from PIL import Image
 from array_record.python import array_record_module
 
 from multimix_jax.data import prepare
-from multimix_jax.data.prepare import cifar
 from multimix_jax.data.prepare import __main__ as prepare_cli
+from multimix_jax.data.prepare import cifar
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

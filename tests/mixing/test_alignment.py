@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from multimix_jax.mixing import alignment
 from multimix_jax import mixing
-from multimix_jax.trainer import methods
 from multimix_jax import models
 from multimix_jax.configs import default
+from multimix_jax.mixing import alignment
+from multimix_jax.trainer import methods
 from multimix_jax.trainer.step import AXIS
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from multimix_jax import mixing
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.configs import default
 from multimix_jax.models import vit
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import step as step_lib
 
 B, SIZE, CLASSES = 8, 12, 5  # 3×3 = 9 tokens of a tiny ViT with 4×4 patches
 

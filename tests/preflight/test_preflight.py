@@ -19,16 +19,16 @@ import sys
 import jax
 import pytest
 
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import optim
-from multimix_jax.trainer import step as step_lib
 from multimix_jax import preflight
 from multimix_jax.configs import cifar10_r18
 from multimix_jax.configs import default as default_config
 from multimix_jax.preflight import child
 from multimix_jax.preflight import compile as compile_lib
 from multimix_jax.preflight import roofline
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import optim
+from multimix_jax.trainer import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

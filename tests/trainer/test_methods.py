@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from multimix_jax import mixing
+from multimix_jax.configs import default
 from multimix_jax.mixing import losses
 from multimix_jax.trainer import methods
 from multimix_jax.trainer import train
-from multimix_jax.configs import default
 from multimix_jax.trainer.step import AXIS
 
 B, H, W, C_IN, D, C = 6, 2, 2, 3, 5, 4

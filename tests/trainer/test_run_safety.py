@@ -20,8 +20,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 import pytest
 
-from multimix_jax.trainer import checkpoints
 from multimix_jax import configs
+from multimix_jax.trainer import checkpoints
 from multimix_jax.trainer import errors
 from multimix_jax.trainer import train
 from multimix_jax.trainer import workdir as workdir_lib

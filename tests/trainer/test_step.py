@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from multimix_jax.trainer import methods
 from multimix_jax import models
-from multimix_jax.trainer import optim
-from multimix_jax.trainer import step as step_lib
 from multimix_jax.configs import default
 from multimix_jax.models import vit
+from multimix_jax.trainer import methods
+from multimix_jax.trainer import optim
+from multimix_jax.trainer import step as step_lib
 
 
 def default_config():
